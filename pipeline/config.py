@@ -1,0 +1,378 @@
+"""One typed, validated configuration for the whole product.
+
+Defaults live in ``pipeline/config.yaml`` (shipped with the package); a user file
+overrides only the keys it names. ``load_config`` is the single edge where YAML
+becomes a typed ``Config``: every key is checked for existence, type and range,
+and errors name the dotted key and the file. Nothing downstream re-validates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DEFAULTS_FILE = Path(__file__).with_name("config.yaml")
+DEMO_FILE = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+CARS196_FILES = (
+    "cars_train.tgz",
+    "cars_test.tgz",
+    "car_devkit.tgz",
+    "cars_test_annos_withlabels.mat",
+)
+LOSSES = (
+    "batch_hard", "batch_hard_soft", "hap2s_exp", "hap2s_poly", "semi_hard",
+    "lifted", "npairs", "angular", "contrastive",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def _path(**kw):
+    """A field holding a filesystem path: expanded and made absolute at load."""
+    return dataclasses.field(metadata={"path": True}, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    root: str = _path()
+    metadata_path: str = _path()
+    serving_dir: str = _path()
+    enable_cache: bool
+    beam_args: list[str]
+
+    def check(self, err):
+        if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
+            err("name", "must be non-empty and use only letters, digits, '-' and '_'")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source_dir: str = _path()
+    train_classes: list[int]
+    eval_classes: list[int]
+    validation_classes: int
+    on_corrupt_image: str
+    num_shards: int
+
+    def check(self, err):
+        for key in ("train_classes", "eval_classes"):
+            lo_hi = getattr(self, key)
+            if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= 196:
+                err(key, f"must be [first, last] with 1 <= first <= last <= 196, got {lo_hi}")
+        t, e = self.train_classes, self.eval_classes
+        if t[0] <= e[1] and e[0] <= t[1]:
+            err("eval_classes", f"overlaps train_classes {t}: retrieval needs class-disjoint splits")
+        n_train = t[1] - t[0] + 1
+        if not 0 <= self.validation_classes < n_train:
+            err("validation_classes", f"must be in [0, {n_train - 1}] (train has {n_train} classes)")
+        if self.on_corrupt_image not in ("skip", "fail"):
+            err("on_corrupt_image", f"must be 'skip' or 'fail', got {self.on_corrupt_image!r}")
+        if self.num_shards < 0:
+            err("num_shards", "must be >= 0")
+
+    def split_of_class(self, class_id_1based: int) -> str | None:
+        """The output split ('train', 'valid', 'eval') of a 1-based class, or None."""
+        t0, t1 = self.train_classes
+        if t0 <= class_id_1based <= t1:
+            return "valid" if class_id_1based > t1 - self.validation_classes else "train"
+        if self.eval_classes[0] <= class_id_1based <= self.eval_classes[1]:
+            return "eval"
+        return None
+
+    @property
+    def output_splits(self) -> list[str]:
+        return ["train", "valid", "eval"] if self.validation_classes else ["train", "eval"]
+
+    @property
+    def num_train_classes(self) -> int:
+        """Classes the classification head sees (train classes minus the hold-out)."""
+        return self.train_classes[1] - self.train_classes[0] + 1 - self.validation_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+    image_size: int
+    pad_value: list[int]
+
+    def check(self, err):
+        if not 16 <= self.image_size <= 1024:
+            err("image_size", f"must be in [16, 1024], got {self.image_size}")
+        if len(self.pad_value) != 3 or not all(0 <= v <= 255 for v in self.pad_value):
+            err("pad_value", f"must be three values in [0, 255], got {self.pad_value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    model: str
+    backbone: str
+    backbone_weights: str
+    imagenet_weights_path: str = _path()
+    checkpoint_path: str = _path()
+    remove_last_stride: bool
+    freeze_batchnorm: bool
+    descriptors: str
+    embedding_dim: int
+    gem_p: float
+    gem_trainable: bool
+    classification_loss_weight: float
+    temperature: float
+    label_smoothing: float
+    loss: str
+    margin: float
+    hap2s_sigma: float
+    hap2s_alpha: float
+    angular_degrees: float
+    classes_per_batch: int
+    images_per_class: int
+    optimizer: str
+    learning_rate: float
+    lr_schedule: str
+    epochs: int
+    steps_per_epoch: int
+    early_stopping_patience: int
+    random_crop: bool
+    random_flip: bool
+    mixed_precision: str
+    seed: int
+
+    def check(self, err):
+        choices = {
+            "model": ("cgd", "reference"),
+            "backbone": ("resnet50", "small"),
+            "backbone_weights": ("none", "imagenet", "checkpoint"),
+            "loss": LOSSES,
+            "optimizer": ("adam", "sgd"),
+            "lr_schedule": ("constant", "cosine", "step"),
+            "mixed_precision": ("auto", "on", "off"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                err(key, f"must be one of {list(allowed)}, got {getattr(self, key)!r}")
+        d = self.descriptors
+        if not d or set(d) - set("SMG") or len(set(d)) != len(d):
+            err("descriptors", f"must be an ordered combination of distinct S, M, G, got {d!r}")
+        elif self.embedding_dim % len(d):
+            err("embedding_dim", f"{self.embedding_dim} is not divisible by {len(d)} descriptors")
+        if self.embedding_dim < 2:
+            err("embedding_dim", "must be >= 2")
+        if self.backbone_weights == "checkpoint" and not self.checkpoint_path:
+            err("checkpoint_path", "must be set when backbone_weights is 'checkpoint'")
+        positive = ("gem_p", "temperature", "hap2s_sigma", "hap2s_alpha", "learning_rate",
+                    "angular_degrees")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                err(key, f"must be > 0, got {getattr(self, key)}")
+        if not 0 <= self.label_smoothing < 1:
+            err("label_smoothing", "must be in [0, 1)")
+        if self.margin < 0 or self.classification_loss_weight < 0:
+            err("margin" if self.margin < 0 else "classification_loss_weight", "must be >= 0")
+        if self.classes_per_batch < 2:
+            err("classes_per_batch", "must be >= 2 (a batch needs negatives)")
+        if self.images_per_class < 2:
+            err("images_per_class", "must be >= 2 (a batch needs positives)")
+        for key in ("epochs", "steps_per_epoch"):
+            if getattr(self, key) < 1:
+                err(key, "must be >= 1")
+        if self.early_stopping_patience < 0:
+            err("early_stopping_patience", "must be >= 0")
+
+    @property
+    def batch_size(self) -> int:
+        return self.classes_per_batch * self.images_per_class
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatorConfig:
+    recall_ks: list[int]
+    recall_threshold: float
+    baseline_tolerance: float
+    ranking_queries: int
+    block_size: int
+
+    def check(self, err):
+        if not self.recall_ks or any(k < 1 for k in self.recall_ks):
+            err("recall_ks", f"must be a non-empty list of positive integers, got {self.recall_ks}")
+        if not 0 <= self.recall_threshold <= 1:
+            err("recall_threshold", "must be in [0, 1]")
+        if not 0 <= self.baseline_tolerance <= 1:
+            err("baseline_tolerance", "must be in [0, 1]")
+        if self.ranking_queries < 1 or self.block_size < 1:
+            err("ranking_queries" if self.ranking_queries < 1 else "block_size", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    model_name: str
+    host: str
+    grpc_port: int
+    rest_port: int
+    poll_seconds: float
+    max_request_bytes: int
+    max_batch_size: int
+    batch_timeout_ms: float
+
+    def check(self, err):
+        for key in ("grpc_port", "rest_port"):
+            if not 0 <= getattr(self, key) <= 65535:
+                err(key, "must be a port in [0, 65535]")
+        if not self.model_name or "/" in self.model_name:
+            err("model_name", "must be non-empty and contain no '/'")
+        if self.poll_seconds <= 0 or self.max_request_bytes <= 0:
+            err("poll_seconds" if self.poll_seconds <= 0 else "max_request_bytes", "must be > 0")
+        if self.max_batch_size < 0:
+            err("max_batch_size", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeflowConfig:
+    image: str
+    pipeline_root: str
+    gpus: int
+    gpu_limit_resource: str
+    memory: str
+    cpu: str
+    beam_args: list[str]
+    host: str
+    schedule_cron: str
+
+    def check(self, err):
+        if self.gpus < 0:
+            err("gpus", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    pipeline: PipelineConfig
+    data: DataConfig
+    transform: TransformConfig
+    trainer: TrainerConfig
+    evaluator: EvaluatorConfig
+    serving: ServingConfig
+    kubeflow: KubeflowConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """A copy with some keys changed, validated like a loaded file.
+
+        Example: ``cfg.replace(trainer={"epochs": 1})``.
+        """
+        merged = _merge(self.to_dict(), sections, "", "<replace>")
+        return _build(merged, "<replace>", base_dir=None)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Mapping | None = None) -> Config:
+    """Load the defaults, overlay ``path`` (YAML) and ``overrides``, validate.
+
+    Raises:
+        ConfigError: naming the file and dotted key of the first problem.
+    """
+    merged = _read_yaml(DEFAULTS_FILE)
+    base_dir = None
+    source = str(DEFAULTS_FILE)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        merged = _merge(merged, _read_yaml(path), "", str(path))
+        base_dir = path.resolve().parent
+        source = str(path)
+    if overrides:
+        merged = _merge(merged, overrides, "", "<overrides>")
+    return _build(merged, source, base_dir)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def _merge(base: dict, update: Mapping, prefix: str, source: str) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{source}: unknown key '{dotted}' (known here: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: '{dotted}' must be a mapping")
+            out[key] = _merge(base[key], value, dotted + ".", source)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, dotted: str, source: str) -> Any:
+    def bad():
+        raise ConfigError(
+            f"{source}: '{dotted}' must be {getattr(hint, '__name__', hint)}, "
+            f"got {type(value).__name__} {value!r}")
+
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            bad()
+        return [_coerce(v, item_hint, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            bad()
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad()
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad()
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            bad()
+        return value
+    raise TypeError(f"unsupported config type {hint} for {dotted}")
+
+
+def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
+    sections = {}
+    hints = typing.get_type_hints(Config)
+    for section, cls in hints.items():
+        values = merged[section]
+        field_hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for field in dataclasses.fields(cls):
+            dotted = f"{section}.{field.name}"
+            if field.name not in values:
+                raise ConfigError(f"{source}: missing key '{dotted}'")
+            value = _coerce(values[field.name], field_hints[field.name], dotted, source)
+            if field.metadata.get("path") and value:
+                value = os.path.expanduser(value)
+                if not os.path.isabs(value):
+                    value = str((base_dir or Path.cwd()) / value)
+                value = os.path.normpath(value)
+            kwargs[field.name] = value
+        obj = cls(**kwargs)
+
+        def err(key, message, _section=section):
+            raise ConfigError(f"{source}: '{_section}.{key}' {message}")
+
+        obj.check(err)
+        sections[section] = obj
+    return Config(**sections)

@@ -1,0 +1,35 @@
+"""CGD car retrieval as a TFX pipeline. Install with the pins: pip install -c constraints.txt -e ."""
+from setuptools import find_packages, setup
+
+setup(
+    name="cgd-retrieval",
+    version="0.1.0",
+    description="Fine-grained car retrieval (CGD on Cars196) as a production TFX pipeline",
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*", "kubeflow*"]),
+    package_data={
+        "pipeline": ["config.yaml"],
+        "serving": ["deploy/*", "deploy/**/*"],
+        "kubeflow": ["Dockerfile"],
+    },
+    install_requires=[
+        "tfx[kfp]",
+        "tensorflow",
+        "tf-keras",
+        "tensorflow-transform",
+        "apache-beam[gcp]",
+        "tensorflow-datasets",
+        "tensorflow-serving-api",
+        "kfp",
+        "kfp-pipeline-spec",
+        "protobuf",
+        "numpy",
+        "pyarrow",
+        "pillow",
+        "scipy",
+        "scikit-learn",
+        "pyyaml",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["cgd=pipeline.cli:main"]},
+)
