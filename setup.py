@@ -9,6 +9,7 @@ setup(
     packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*", "kubeflow*"]),
     package_data={
         "pipeline": ["config.yaml"],
+        "components": ["cars196/schema.pbtxt"],
         "serving": ["deploy/*", "deploy/**/*"],
         "kubeflow": ["Dockerfile"],
     },

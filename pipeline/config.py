@@ -54,6 +54,21 @@ class PipelineConfig:
             err("name", "must be non-empty and use only letters, digits, '-' and '_'")
 
 
+def retrieval_split(class_id_1based: int, train_classes, eval_classes,
+                    validation_classes: int) -> str | None:
+    """Class-disjoint retrieval split of a 1-based class: 'train', 'valid', 'eval' or None.
+
+    The last ``validation_classes`` classes of the train range are held out as
+    'valid' (model selection); the eval classes are never used for selection.
+    """
+    t0, t1 = int(train_classes[0]), int(train_classes[1])
+    if t0 <= class_id_1based <= t1:
+        return "valid" if class_id_1based > t1 - int(validation_classes) else "train"
+    if int(eval_classes[0]) <= class_id_1based <= int(eval_classes[1]):
+        return "eval"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     source_dir: str = _path()
@@ -81,12 +96,16 @@ class DataConfig:
 
     def split_of_class(self, class_id_1based: int) -> str | None:
         """The output split ('train', 'valid', 'eval') of a 1-based class, or None."""
-        t0, t1 = self.train_classes
-        if t0 <= class_id_1based <= t1:
-            return "valid" if class_id_1based > t1 - self.validation_classes else "train"
-        if self.eval_classes[0] <= class_id_1based <= self.eval_classes[1]:
-            return "eval"
-        return None
+        return retrieval_split(class_id_1based, self.train_classes, self.eval_classes,
+                               self.validation_classes)
+
+    def split_rule(self) -> dict:
+        """The JSON-able rule the ExampleGen executor applies (see retrieval_split)."""
+        return {"train_classes": list(self.train_classes),
+                "eval_classes": list(self.eval_classes),
+                "validation_classes": self.validation_classes,
+                "output_splits": self.output_splits,
+                "on_corrupt_image": self.on_corrupt_image}
 
     @property
     def output_splits(self) -> list[str]:

@@ -1,0 +1,72 @@
+"""Image preprocessing shared by Transform (training) and serving signatures.
+
+Pure TensorFlow, no TFX: decode JPEG/PNG (grayscale and CMYK become RGB),
+pad to a centred square with a fill colour, resize to ``size`` x ``size``.
+
+The transformed image is kept as uint8 and stored as a serialized uint8
+tensor (``tf.io.serialize_tensor``), ``size*size*3`` bytes plus a ~20-byte
+header: 150 KB per example at 224 px (2.4 GB for 16k images before gzip),
+4x less than float32 (600 KB, 9.6 GB), and exact (no second lossy encoding).
+The backbone's own preprocessing (mean subtraction) happens inside the model.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG bytes (scalar string) -> uint8 [H, W, 3] RGB."""
+    # decode_image handles JPEG (incl. grayscale and Adobe CMYK) and PNG;
+    # channels=3 converts grayscale and CMYK to RGB.
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def pad_to_square(image: tf.Tensor, pad_value) -> tf.Tensor:
+    """[H, W, C] -> [L, L, C] with L = max(H, W), image centred, border = pad_value per channel.
+
+    With an odd difference the extra row/column goes after the image
+    (bottom/right), as ``(L - H) // 2`` before.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    side = tf.maximum(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    fill = tf.cast(tf.reshape(tf.constant(pad_value), [1, 1, -1]), tf.int32)
+    # tf.pad only fills a scalar: pad the offset image with 0, then add the fill back.
+    shifted = tf.cast(image, tf.int32) - fill
+    padded = tf.pad(shifted, [[top, side - height - top], [left, side - width - left], [0, 0]])
+    return tf.cast(padded + fill, image.dtype)
+
+
+def resize_square(image: tf.Tensor, size: int) -> tf.Tensor:
+    """uint8 [L, L, 3] -> uint8 [size, size, 3], bilinear with antialiasing."""
+    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size],
+                              method=tf.image.ResizeMethod.BILINEAR, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def preprocess_pixels(image: tf.Tensor, size: int, pad_value) -> tf.Tensor:
+    """uint8 [H, W, 3] -> uint8 [size, size, 3]: pad to square, then resize."""
+    return resize_square(pad_to_square(image, pad_value), size)
+
+
+def preprocess_bytes(image_bytes: tf.Tensor, size: int, pad_value) -> tf.Tensor:
+    """Batch of encoded images, string [N] -> uint8 [N, size, size, 3]."""
+    return tf.map_fn(
+        lambda b: preprocess_pixels(decode_rgb(b), size, pad_value), image_bytes,
+        fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+
+
+def serialize_images(images: tf.Tensor) -> tf.Tensor:
+    """uint8 [N, S, S, 3] -> string [N], one serialized tensor per image."""
+    return tf.map_fn(tf.io.serialize_tensor, images, fn_output_signature=tf.string)
+
+
+def parse_images(serialized: tf.Tensor, size: int) -> tf.Tensor:
+    """Inverse of serialize_images: string [N] -> uint8 [N, size, size, 3]."""
+    return tf.map_fn(
+        lambda s: tf.ensure_shape(tf.io.parse_tensor(s, tf.uint8), [size, size, 3]),
+        serialized, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))

@@ -1,0 +1,30 @@
+"""DSL file for the tfx CLI on the local orchestrator (ML Metadata on SQLite).
+
+    export CGD_CONFIG=/abs/path/to/config.yaml     # both commands read it
+    tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
+    tfx run create --engine local --pipeline_name <pipeline.name>
+
+`tfx pipeline create` runs this file as __main__ with LocalDagRunner.run
+patched to record the pipeline; `tfx run create` runs it again for real.
+Without CGD_CONFIG the packaged defaults (pipeline/config.yaml) are used.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported
+
+from absl import logging as absl_logging  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+
+from pipeline import config as config_lib  # noqa: E402
+from pipeline.pipeline import create_pipeline  # noqa: E402
+
+
+def run() -> None:
+    cfg = config_lib.load_config(os.environ.get("CGD_CONFIG"))
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+
+
+if __name__ == "__main__":
+    absl_logging.set_verbosity(absl_logging.INFO)
+    run()
