@@ -1,0 +1,73 @@
+"""One typed config: defaults, overlays, and errors that name the key."""
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import DEMO_FILE, ConfigError, load_config
+
+
+def test_defaults_are_the_cgd_recipe():
+    cfg = load_config()
+    assert cfg.trainer.backbone == "resnet50"
+    assert (cfg.trainer.classes_per_batch, cfg.trainer.images_per_class) == (32, 4)
+    assert cfg.trainer.learning_rate == pytest.approx(1e-4)
+    assert cfg.trainer.margin == pytest.approx(0.1)
+    assert cfg.data.train_classes == [1, 98] and cfg.data.eval_classes == [99, 196]
+    assert Path(cfg.pipeline.root).is_absolute()
+
+
+def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
+    cfg = load_config(DEMO_FILE)
+    assert cfg.trainer.backbone == "small"
+    assert cfg.pipeline.root == str((DEMO_FILE.parent / "../out/demo/pipelines").resolve())
+    assert cfg.trainer.margin == pytest.approx(0.1)  # untouched keys keep the defaults
+
+
+@pytest.mark.parametrize("yaml_text, key", [
+    ("trainer:\n  lerning_rate: 0.1\n", "trainer.lerning_rate"),
+    ("trainr:\n  epochs: 1\n", "trainr"),
+    ("trainer:\n  epochs: many\n", "trainer.epochs"),
+    ("trainer:\n  epochs: 1.5\n", "trainer.epochs"),
+    ("pipeline:\n  enable_cache: 1\n", "pipeline.enable_cache"),
+    ("transform:\n  pad_value: [0, 0, 300]\n", "transform.pad_value"),
+    ("trainer:\n  descriptors: SGX\n", "trainer.descriptors"),
+    ("trainer:\n  embedding_dim: 100\n  descriptors: SMG\n", "trainer.embedding_dim"),
+    ("trainer:\n  images_per_class: 1\n", "trainer.images_per_class"),
+    ("trainer:\n  loss: triplet\n", "trainer.loss"),
+    ("data:\n  eval_classes: [90, 196]\n", "data.eval_classes"),
+    ("data:\n  validation_classes: 98\n", "data.validation_classes"),
+    ("data:\n  on_corrupt_image: ignore\n", "data.on_corrupt_image"),
+    ("evaluator:\n  recall_ks: [0, 1]\n", "evaluator.recall_ks"),
+    ("serving:\n  grpc_port: 70000\n", "serving.grpc_port"),
+])
+def test_errors_name_the_key_and_file(tmp_path, yaml_text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert f"'{key}'" in str(e.value) and str(path) in str(e.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_replace_validates_like_a_file():
+    cfg = load_config()
+    assert cfg.replace(trainer={"epochs": 3}).trainer.epochs == 3
+    with pytest.raises(ConfigError, match="'trainer.epochs'"):
+        cfg.replace(trainer={"epochs": 0})
+
+
+def test_split_of_class_holds_out_the_last_training_classes():
+    data = load_config().data
+    assert data.split_of_class(1) == "train"
+    assert data.split_of_class(90) == "train"
+    assert data.split_of_class(91) == "valid" and data.split_of_class(98) == "valid"
+    assert data.split_of_class(99) == "eval" and data.split_of_class(196) == "eval"
+    assert data.num_train_classes == 90

@@ -1,0 +1,126 @@
+"""LocalDagRunner: Cars196ExampleGen -> StatisticsGen -> ImportSchemaGen ->
+ExampleValidator -> Transform on small generated sample data."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx.orchestration import metadata
+
+from components.transform import image_ops
+from pipeline.pipeline import create_components, create_pipeline
+from tests.conftest import SAMPLE, small_config
+
+
+def read_examples(uri_glob):
+    files = sorted(glob.glob(uri_glob))
+    assert files, f"no TFRecords under {uri_glob}"
+    return [tf.train.Example.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def _feature(example, key):
+    f = example.features.feature[key]
+    return list(f.bytes_list.value or f.int64_list.value or f.float_list.value)
+
+
+@pytest.fixture(scope="module")
+def data_run(sample_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("data_pipeline")
+    cfg = small_config(tmp, sample_data.out_dir)
+    components = create_components(cfg)[:5]  # up to Transform
+    pipeline = create_pipeline(cfg)
+    pipeline.components = components
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return cfg
+
+
+def _latest(cfg, component, output):
+    root = os.path.join(cfg.pipeline.root, cfg.pipeline.name, component, output)
+    return os.path.join(root, max(os.listdir(root), key=int))
+
+
+def test_every_valid_image_once_in_class_disjoint_splits(data_run, sample_data):
+    cfg = data_run
+    examples_uri = _latest(cfg, "Cars196ExampleGen", "examples")
+    seen, classes_by_split = [], {}
+    for split in ("train", "valid", "eval"):
+        examples = read_examples(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
+        labels = {_feature(e, "label")[0] + 1 for e in examples}
+        classes_by_split[split] = labels
+        assert {cfg.data.split_of_class(c) for c in labels} == {split}
+        seen += [_feature(e, "image_id")[0].decode() for e in examples]
+        for e in examples:
+            assert _feature(e, "tfds_split")[0] in (b"train", b"test")
+            assert len(_feature(e, "bbox")) == 4
+    assert len(seen) == len(set(seen)) == sample_data.num_valid
+    corrupt_ids = {c.replace("cars_", "").replace(".jpg", "") for c in sample_data.corrupt}
+    assert not corrupt_ids & set(seen)
+    assert classes_by_split == {"train": {1, 2, 3}, "valid": {4, 5}, "eval": {6, 7, 8}}
+
+
+def test_counts_per_split_and_corrupt_recorded_on_the_artifact(data_run, sample_data):
+    cfg = data_run
+    store = metadata.Metadata(tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        cfg.pipeline.metadata_path))
+    with store:
+        [artifact] = [a for a in store.store.get_artifacts_by_type("Examples")
+                      if "Cars196ExampleGen" in a.uri]
+    props = {k: v.int_value or v.string_value for k, v in artifact.custom_properties.items()}
+    valid_per_class = SAMPLE["images_per_class"]
+    bad_classes = [c for f, c in sample_data.train + sample_data.test
+                   if f"cars_{'train' if (f, c) in sample_data.train else 'test'}/{f}"
+                   in sample_data.corrupt]
+    expected = {"train": 3 * valid_per_class, "valid": 2 * valid_per_class,
+                "eval": 3 * valid_per_class}
+    assert props["corrupt_images"] == SAMPLE["corrupt"] == len(bad_classes)
+    for split, n in expected.items():
+        assert props[f"num_examples_{split}"] == n
+    assert set(props["corrupt_files"].split(",")) == set(sample_data.corrupt)
+
+
+def test_transform_output_is_the_padded_resized_image(data_run):
+    cfg = data_run
+    size = cfg.transform.image_size
+    raw = {_feature(e, "image_id")[0]: e for e in read_examples(
+        os.path.join(_latest(cfg, "Cars196ExampleGen", "examples"), "Split-eval", "*.gz"))}
+    transformed = read_examples(os.path.join(
+        _latest(cfg, "Transform", "transformed_examples"), "Split-eval", "*.gz"))
+    assert len(transformed) == len(raw)
+    for e in transformed[:5]:
+        image = image_ops.parse_images(tf.constant(_feature(e, "image_u8")), size)[0].numpy()
+        source = raw[_feature(e, "image_id")[0]]
+        expected = image_ops.preprocess_bytes(
+            tf.constant(_feature(source, "image")), size, cfg.transform.pad_value)[0].numpy()
+        assert image.shape == (size, size, 3)
+        np.testing.assert_array_equal(image, expected)
+        assert _feature(e, "label") == _feature(source, "label")
+
+
+def test_no_anomalies_on_the_curated_schema(data_run):
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    files = glob.glob(os.path.join(_latest(data_run, "ExampleValidator", "anomalies"),
+                                   "Split-*", "SchemaDiff.pb"))
+    assert len(files) == 3
+    for path in files:
+        anomalies = anomalies_pb2.Anomalies.FromString(open(path, "rb").read())
+        assert not anomalies.anomaly_info, (path, anomalies.anomaly_info)
+
+
+def test_corrupt_image_fails_the_run_when_configured(sample_data, tmp_path):
+    cfg = small_config(tmp_path, sample_data.out_dir, data={"on_corrupt_image": "fail"})
+    pipeline = create_pipeline(cfg)
+    pipeline.components = create_components(cfg)[:1]
+    with pytest.raises(Exception) as e:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    assert "corrupt image cars_" in str(e.value)
+    examples_root = os.path.join(cfg.pipeline.root, cfg.pipeline.name, "Cars196ExampleGen")
+    # Nothing was published: the failed execution's output is not a valid artifact.
+    store = metadata.Metadata(tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        cfg.pipeline.metadata_path))
+    with store:
+        live = [a for a in store.store.get_artifacts_by_type("Examples")
+                if a.uri.startswith(examples_root) and a.state == a.LIVE]
+    assert not live
