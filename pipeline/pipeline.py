@@ -13,9 +13,13 @@ from tfx import v1 as tfx
 
 import components.cars196
 from components.cars196.component import Cars196ExampleGen
+from components.recall_evaluator.component import RecallEvaluator
 from pipeline.config import Config
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
+RUN_FN = "trainer.task.run_fn"
+# Keys of the Trainer's custom_config, read by trainer.task.run_fn.
+CONFIG_KEY, CHECKPOINT_ROOT_KEY = "config", "checkpoint_root"
 RAW_SCHEMA = str(Path(components.cars196.__file__).with_name("schema.pbtxt"))
 
 
@@ -37,7 +41,47 @@ def create_components(cfg: Config, file_pattern: str = "*") -> list:
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=cfg.data.output_splits),
     )
-    return [example_gen, statistics_gen, schema_gen, example_validator, transform]
+    # Model selection uses the held-out 'valid' classes; without a hold-out, the
+    # training split itself (documented: selection is then optimistic).
+    selection_split = "valid" if cfg.data.validation_classes else "train"
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(
+            splits=["train"], num_steps=cfg.trainer.epochs * cfg.trainer.steps_per_epoch),
+        eval_args=tfx.proto.EvalArgs(splits=[selection_split]),
+        custom_config={
+            CONFIG_KEY: cfg.to_dict(),
+            CHECKPOINT_ROOT_KEY: os.path.join(pipeline_root(cfg), "Trainer", ".checkpoints"),
+        },
+    )
+    # The model in production: the newest one the evaluator blessed.
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = RecallEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        config=cfg.to_dict(),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=os.path.join(cfg.pipeline.serving_dir, cfg.serving.model_name))),
+    )
+    return [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
+            baseline, evaluator, pusher]
+
+
+def pipeline_root(cfg: Config) -> str:
+    return os.path.join(cfg.pipeline.root, cfg.pipeline.name)
 
 
 def create_pipeline(cfg: Config, beam_pipeline_args: list[str] | None = None,
@@ -49,7 +93,7 @@ def create_pipeline(cfg: Config, beam_pipeline_args: list[str] | None = None,
             cfg.pipeline.metadata_path)
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline.name,
-        pipeline_root=os.path.join(cfg.pipeline.root, cfg.pipeline.name),
+        pipeline_root=pipeline_root(cfg),
         components=create_components(cfg, file_pattern),
         enable_cache=cfg.pipeline.enable_cache,
         metadata_connection_config=metadata_connection_config,

@@ -9,8 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-# Small but class-structured: 8 classes x 6 images, 2 corrupt files.
-SAMPLE = dict(num_classes=8, images_per_class=6, seed=7, corrupt=2)
+# Small but class-structured: 16 classes x 8 images, 2 corrupt files.
+# Retrieval split in small_config: train classes 1-7, valid 8-10, eval 11-16.
+SAMPLE = dict(num_classes=16, images_per_class=8, seed=7, corrupt=2)
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +29,32 @@ def small_config(tmp_path, source_dir, **sections):
                      "metadata_path": str(tmp_path / "metadata.sqlite"),
                      "serving_dir": str(tmp_path / "serving"),
                      "beam_args": ["--direct_num_workers=1"]},
-        "data": {"source_dir": str(source_dir), "train_classes": [1, 5],
-                 "eval_classes": [6, 8], "validation_classes": 2},
+        "data": {"source_dir": str(source_dir), "train_classes": [1, 10],
+                 "eval_classes": [11, 16], "validation_classes": 3},
         "transform": {"image_size": 32},
-        "trainer": {"backbone": "small", "embedding_dim": 32, "classes_per_batch": 3,
-                    "images_per_class": 2, "epochs": 1, "steps_per_epoch": 2},
+        "trainer": {"backbone": "small", "embedding_dim": 32, "classes_per_batch": 4,
+                    "images_per_class": 4, "learning_rate": 0.001, "epochs": 4,
+                    "steps_per_epoch": 25, "early_stopping_patience": 0},
     }
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)
     return load_config(None, overrides)
+
+
+def latest_output(cfg, component, output):
+    """URI of the newest artifact a component wrote (local pipeline root layout)."""
+    root = os.path.join(cfg.pipeline.root, cfg.pipeline.name, component, output)
+    return os.path.join(root, max(os.listdir(root), key=int))
+
+
+@pytest.fixture(scope="session")
+def data_pipeline(sample_data, tmp_path_factory):
+    """One LocalDagRunner run of ExampleGen -> ... -> Transform, shared by tests."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_components, create_pipeline
+    cfg = small_config(tmp_path_factory.mktemp("data_pipeline"), sample_data.out_dir)
+    pipeline = create_pipeline(cfg)
+    pipeline.components = create_components(cfg)[:5]  # up to Transform
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return cfg

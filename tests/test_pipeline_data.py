@@ -11,7 +11,7 @@ from tfx.orchestration import metadata
 
 from components.transform import image_ops
 from pipeline.pipeline import create_components, create_pipeline
-from tests.conftest import SAMPLE, small_config
+from tests.conftest import SAMPLE, latest_output, small_config
 
 
 def read_examples(uri_glob):
@@ -27,19 +27,11 @@ def _feature(example, key):
 
 
 @pytest.fixture(scope="module")
-def data_run(sample_data, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("data_pipeline")
-    cfg = small_config(tmp, sample_data.out_dir)
-    components = create_components(cfg)[:5]  # up to Transform
-    pipeline = create_pipeline(cfg)
-    pipeline.components = components
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-    return cfg
+def data_run(data_pipeline):
+    return data_pipeline
 
 
-def _latest(cfg, component, output):
-    root = os.path.join(cfg.pipeline.root, cfg.pipeline.name, component, output)
-    return os.path.join(root, max(os.listdir(root), key=int))
+_latest = latest_output
 
 
 def test_every_valid_image_once_in_class_disjoint_splits(data_run, sample_data):
@@ -58,7 +50,8 @@ def test_every_valid_image_once_in_class_disjoint_splits(data_run, sample_data):
     assert len(seen) == len(set(seen)) == sample_data.num_valid
     corrupt_ids = {c.replace("cars_", "").replace(".jpg", "") for c in sample_data.corrupt}
     assert not corrupt_ids & set(seen)
-    assert classes_by_split == {"train": {1, 2, 3}, "valid": {4, 5}, "eval": {6, 7, 8}}
+    assert classes_by_split == {"train": set(range(1, 8)), "valid": {8, 9, 10},
+                                "eval": set(range(11, 17))}
 
 
 def test_counts_per_split_and_corrupt_recorded_on_the_artifact(data_run, sample_data):
@@ -73,8 +66,8 @@ def test_counts_per_split_and_corrupt_recorded_on_the_artifact(data_run, sample_
     bad_classes = [c for f, c in sample_data.train + sample_data.test
                    if f"cars_{'train' if (f, c) in sample_data.train else 'test'}/{f}"
                    in sample_data.corrupt]
-    expected = {"train": 3 * valid_per_class, "valid": 2 * valid_per_class,
-                "eval": 3 * valid_per_class}
+    expected = {"train": 7 * valid_per_class, "valid": 3 * valid_per_class,
+                "eval": 6 * valid_per_class}
     assert props["corrupt_images"] == SAMPLE["corrupt"] == len(bad_classes)
     for split, n in expected.items():
         assert props[f"num_examples_{split}"] == n

@@ -1,0 +1,143 @@
+"""Ingestion throughput: Cars196ExampleGen (TFDS parsing + Beam) vs a plain loop.
+
+Both read the same generated Cars196 archives. The baseline is the simplest
+correct single-process loop: open the archives, PIL-decode every image
+(the same validity check ExampleGen makes), write gzip TFRecords of
+tf.Example. ExampleGen runs through TFX's LocalDagRunner with the configured
+Beam args (DirectRunner, multi-processing, one worker per core), so its time
+includes orchestration and ML Metadata.
+
+    python benchmarks/ingest.py [--classes 60 --images-per-class 20] [--quick]
+
+Prints a table and a Markdown row for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import scipy.io  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def baseline_loop(source_dir: str, out_dir: str) -> int:
+    """Single process: annotations from the .mat files, images from the tars."""
+    annotations = {}
+    with tarfile.open(os.path.join(source_dir, "car_devkit.tgz")) as tar:
+        mat = scipy.io.loadmat(tar.extractfile("devkit/cars_train_annos.mat"))
+    annotations["train"] = {r["fname"].item(): int(r["class"].item()) for r in mat["annotations"][0]}
+    mat = scipy.io.loadmat(os.path.join(source_dir, "cars_test_annos_withlabels.mat"))
+    annotations["test"] = {r["fname"].item(): int(r["class"].item()) for r in mat["annotations"][0]}
+    written = 0
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    with tf.io.TFRecordWriter(os.path.join(out_dir, "baseline.gz"), options) as writer:
+        for split in ("train", "test"):
+            with tarfile.open(os.path.join(source_dir, f"cars_{split}.tgz")) as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    data = tar.extractfile(member).read()
+                    try:
+                        with Image.open(io.BytesIO(data)) as im:
+                            im.load()
+                    except Exception:
+                        continue
+                    label = annotations[split][os.path.basename(member.name)] - 1
+                    example = tf.train.Example(features=tf.train.Features(feature={
+                        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+                        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                    }))
+                    writer.write(example.SerializeToString())
+                    written += 1
+    return written
+
+
+def run_example_gen(source_dir: str, work: str, classes: int, beam_args: list[str]) -> None:
+    from tfx import v1 as tfx
+
+    from pipeline.config import load_config
+    from pipeline.pipeline import create_components, create_pipeline
+    train_last = max(1, classes // 2)
+    cfg = load_config(None, {
+        "pipeline": {"name": "bench-ingest", "root": f"{work}/root",
+                     "metadata_path": f"{work}/metadata.sqlite", "enable_cache": False,
+                     "beam_args": beam_args},
+        "data": {"source_dir": source_dir, "train_classes": [1, train_last],
+                 "eval_classes": [train_last + 1, classes], "validation_classes": 0},
+    })
+    pipeline = create_pipeline(cfg)
+    pipeline.components = create_components(cfg)[:1]
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+
+
+METHODS = {
+    "plain loop (PIL + TFRecordWriter)": None,
+    "ExampleGen, Beam multi-processing": ["--direct_running_mode=multi_processing",
+                                          "--direct_num_workers=0"],
+    "ExampleGen, Beam in-memory": ["--direct_running_mode=in_memory"],
+}
+
+
+def timed(method_args, source_dir: str, work: str, classes: int, expected: int) -> float:
+    os.makedirs(work, exist_ok=True)
+    start = time.perf_counter()
+    if method_args is None:
+        written = baseline_loop(source_dir, work)
+        assert written == expected, (written, expected)
+    else:
+        run_example_gen(source_dir, work, classes, method_args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--classes", type=int, nargs=2, default=[40, 160],
+                        help="class counts of the small and the large run")
+    parser.add_argument("--images-per-class", type=int, default=25)
+    parser.add_argument("--quick", action="store_true", help="8 and 16 classes x 6 images")
+    args = parser.parse_args()
+    if args.quick:
+        args.classes, args.images_per_class = [8, 16], 6
+    from components.cars196.sample_data import make_sample_data
+    rows = {}
+    with tempfile.TemporaryDirectory() as work:
+        sizes = []
+        for classes in args.classes:
+            src = f"{work}/src{classes}"
+            n = make_sample_data(src, classes, args.images_per_class, seed=0).num_valid
+            sizes.append(n)
+            for i, (name, beam_args) in enumerate(METHODS.items()):
+                seconds = timed(beam_args, src, f"{work}/run{classes}_{i}", classes, n)
+                rows.setdefault(name, []).append(seconds)
+                print(f"{name}: {n} images in {seconds:.2f} s", flush=True)
+    n1, n2 = sizes
+    print(f"\nmachine: {os.cpu_count()} cores, {platform.machine()}; "
+          f"images: {n1} and {n2} ({args.images_per_class} per class)")
+    print("| method | s @ %d | s @ %d | images/s @ %d | marginal images/s | fixed s |" % (n1, n2, n2))
+    print("|---|---|---|---|---|---|")
+    base_rate = None
+    for name, (t1, t2) in rows.items():
+        marginal = (n2 - n1) / max(t2 - t1, 1e-9)
+        fixed = max(t1 - n1 / marginal, 0.0)
+        base_rate = base_rate or n2 / t2
+        print(f"| {name} | {t1:.1f} | {t2:.1f} | {n2 / t2:.0f} ({n2 / t2 / base_rate:.2f}x) "
+              f"| {marginal:.0f} | {fixed:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

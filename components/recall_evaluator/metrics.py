@@ -1,0 +1,399 @@
+"""Retrieval metrics for metric learning: Recall@K, MAP@R, R-precision, NMI.
+
+Pure NumPy (plus scikit-learn for k-means and NMI); no TFX or TensorFlow, so
+the math can be tested and benchmarked on its own.
+
+Conventions shared by every function here:
+
+* Distance is Euclidean and non-squared, ``||q - g||_2``. It is computed as
+  ``sqrt(max(|q|^2 + |g|^2 - 2 q.g, 0))`` with one matrix product per block of
+  queries, in float32 (float64 when the embeddings are float64). Ranking uses
+  the squared distance (same order, no square root in the hot loop).
+* Leave-one-out retrieval: every image queries all OTHER images (the image
+  itself is never retrieved; an exact duplicate of it is a normal neighbour).
+* Ties are deterministic: equal distances rank by gallery index, lower first.
+  Results therefore do not depend on ``block_size``.
+* A query whose class has no other image has no correct answer. It is
+  EXCLUDED from the Recall@K, MAP@R and R-precision denominators (and from
+  ``num_queries``) rather than counted as a miss; it still serves as a
+  gallery item (a distractor) for the other queries, and still counts for
+  NMI. If no query has another image of its class, the retrieval metrics
+  raise ``ValueError``.
+* ``k`` larger than ``N - 1`` in Recall@K is clipped to ``N - 1`` (every
+  other image is retrieved), so small evaluation sets do not fail on ``ks``.
+
+Memory: embeddings are processed in blocks of ``block_size`` queries. For
+each block the full distance row ``[block_size, N]`` is built once and every
+metric is derived from it, so the peak working memory is O(block_size * N),
+never O(N^2); see :func:`nearest_neighbours` for the bound.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterator, Sequence, Tuple
+
+import numpy as np
+
+# k-means restarts for NMI. Fixed (not sklearn's version-dependent "auto") so
+# that a given seed gives the same clustering across sklearn releases.
+NMI_N_INIT = 10
+
+
+# --------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------
+
+def _as_embeddings(x, name: str = "embeddings") -> np.ndarray:
+    """Validates a [N, D] floating-point, finite array; returns it C-contiguous.
+
+    float64 stays float64; every other float type becomes float32.
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [N, D], got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
+    dtype = np.float64 if arr.dtype == np.float64 else np.float32
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {bad_rows.size} row(s), "
+            f"first at row {int(bad_rows[0])}")
+    return arr
+
+
+def _as_labels(labels, n: int) -> np.ndarray:
+    """Validates 1-D class labels of length n; returns dense int64 codes [N].
+
+    Labels may be integers or strings (any values usable as class names).
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array [N], got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(
+            f"labels has {arr.shape[0]} entries but embeddings has {n} rows; "
+            "they must have the same length")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
+            or arr.dtype.kind in "US"):
+        raise ValueError(
+            f"labels must be integers or strings, got dtype {arr.dtype}")
+    _, codes = np.unique(arr, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64)
+
+
+def _check_block_size(block_size) -> int:
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
+            or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    return int(block_size)
+
+
+def _check_ks(ks) -> Tuple[int, ...]:
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    ks = tuple(ks)
+    if not ks:
+        raise ValueError("ks must contain at least one k")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"every k in ks must be a positive integer, got {k!r}")
+    return tuple(int(k) for k in ks)
+
+
+# --------------------------------------------------------------------------
+# Exact blocked k nearest neighbours
+# --------------------------------------------------------------------------
+
+def _squared_norms(x: np.ndarray) -> np.ndarray:
+    """[N, D] -> [N] squared L2 norms, checked to be finite."""
+    sq = np.einsum("ij,ij->i", x, x)
+    if not np.isfinite(sq).all():
+        raise ValueError(
+            f"embedding norms overflow {x.dtype}; rescale the embeddings "
+            "(e.g. L2-normalise them)")
+    return sq
+
+
+def _squared_distances(q: np.ndarray, q_sq: np.ndarray,
+                       g: np.ndarray, g_sq: np.ndarray) -> np.ndarray:
+    """[B, D], [B], [N, D], [N] -> [B, N] squared Euclidean distances (>= 0).
+
+    One matrix product; the norms are added in place, so the only allocation
+    is the [B, N] result.
+    """
+    d2 = q @ g.T
+    d2 *= -2.0
+    d2 += q_sq[:, None]
+    d2 += g_sq[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    return d2
+
+
+def _topk_sorted(d2: np.ndarray, k: int) -> np.ndarray:
+    """[B, N] distances -> [B, k] int64 column indices of each row's k smallest.
+
+    Sorted by (distance, index): ties go to the lower index, so the result
+    is the first k entries of a stable argsort of each row, whatever k is.
+
+    Selection without sorting or arg-partitioning the whole row: the k-th
+    smallest value of a strided sample of columns is an upper bound ``t`` on
+    the row's true k-th smallest value (the sample already holds k values
+    <= t). One comparison pass ``d2 <= t`` then collects a small candidate set
+    that contains the true top k and all of its ties; only the candidates are
+    sorted (stable, so ties stay in index order). The sample size
+    ~sqrt(32 k N) balances the partition of the sample against the sort of
+    the ~k N / sample candidates. Worst case (massive ties) the candidate
+    arrays grow to [B, N], still O(B * N).
+    """
+    b, n = d2.shape
+    if k >= n:
+        return np.argsort(d2, axis=1, kind="stable")[:, :k].astype(np.int64)
+    sample = int(min(n, max(2 * k + 2, math.sqrt(32.0 * k * n))))
+    step = max(1, n // sample)
+    # Strided, so representative even when the gallery is sorted by class. It
+    # has >= 2k + 2 columns (or all n > k), so with at most one +inf (the
+    # excluded self) per row its k-th smallest value is finite.
+    cols_sample = d2[:, ::step]
+    thresh = np.partition(cols_sample, k - 1, axis=1)[:, k - 1:k]
+    cand = d2 <= thresh
+    counts = cand.sum(axis=1)
+    rows, cols = np.nonzero(cand)  # row-major: columns ascending within a row
+    del cand
+    starts = np.cumsum(counts) - counts
+    pos = np.arange(cols.size) - np.repeat(starts, counts)
+    width = int(counts.max())
+    vals = np.full((b, width), np.inf, dtype=d2.dtype)
+    idx = np.full((b, width), n, dtype=np.int64)  # padding sorts last (after real inf)
+    vals[rows, pos] = d2[rows, cols]
+    idx[rows, pos] = cols
+    order = np.argsort(vals, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, order, axis=1)
+
+
+def _blocks(n: int, block_size: int) -> Iterator[Tuple[int, int]]:
+    for start in range(0, n, block_size):
+        yield start, min(n, start + block_size)
+
+
+def nearest_neighbours(queries, gallery, k: int, block_size: int = 1024,
+                       exclude_self: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean k nearest neighbours, computed in blocks of queries.
+
+    Args:
+      queries: [Q, D] float array.
+      gallery: [N, D] float array (same D).
+      k: neighbours per query, 1 <= k <= N (N - 1 with ``exclude_self``).
+      block_size: queries per block. Peak working memory is about
+        ``block_size * N * (itemsize + 1)`` bytes for the distance block and
+        its candidate mask (itemsize 4 for float32, 8 for float64), plus a
+        few ``block_size * c`` arrays for the c candidates per row (c is
+        about k + sqrt(k N / 32)), plus the outputs ``Q * k * 12`` bytes.
+        It never builds the [Q, N] matrix.
+      exclude_self: queries ARE the gallery (row i of ``queries`` is item i
+        of ``gallery``, Q == N): query i never retrieves item i. Other items
+        with an identical embedding are still retrieved.
+
+    Returns:
+      (indices [Q, k] int64, distances [Q, k] float32), each row sorted by
+      increasing distance; equal distances are ordered by gallery index.
+    """
+    q = _as_embeddings(queries, "queries")
+    g = _as_embeddings(gallery, "gallery")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(
+            f"queries have dimension {q.shape[1]} but gallery has {g.shape[1]}")
+    if q.dtype != g.dtype:
+        q, g = q.astype(np.float64), g.astype(np.float64)
+    block_size = _check_block_size(block_size)
+    n = g.shape[0]
+    if exclude_self and q.shape[0] != n:
+        raise ValueError(
+            f"exclude_self=True needs queries to be the gallery (same rows), got "
+            f"{q.shape[0]} queries and {n} gallery items")
+    k_max = n - 1 if exclude_self else n
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= k_max:
+        raise ValueError(f"k must be an integer in [1, {k_max}], got {k!r}")
+    k = int(k)
+
+    q_sq, g_sq = _squared_norms(q), _squared_norms(g)
+    indices = np.empty((q.shape[0], k), dtype=np.int64)
+    distances = np.empty((q.shape[0], k), dtype=np.float32)
+    for start, stop in _blocks(q.shape[0], block_size):
+        d2 = _squared_distances(q[start:stop], q_sq[start:stop], g, g_sq)
+        if exclude_self:
+            d2[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        top = _topk_sorted(d2, k)
+        indices[start:stop] = top
+        distances[start:stop] = np.sqrt(np.take_along_axis(d2, top, axis=1))
+    return indices, distances
+
+
+# --------------------------------------------------------------------------
+# Retrieval metrics (one blocked pass)
+# --------------------------------------------------------------------------
+
+def _ranked_matches(x: np.ndarray, codes: np.ndarray, k_min: int, with_r: bool,
+                    block_size: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Yields, per block of queries, (matches [B, K] bool, r [B] int64).
+
+    matches[i, j]: the j-th nearest OTHER image of query i shares its class.
+    r[i]: number of other images of query i's class (R of MAP@R).
+    K = min(N - 1, max(k_min, max r in the block) if with_r else k_min).
+    """
+    n = x.shape[0]
+    class_sizes = np.bincount(codes)
+    r_all = class_sizes[codes] - 1
+    x_sq = _squared_norms(x)
+    for start, stop in _blocks(n, block_size):
+        r = r_all[start:stop]
+        k = max(k_min, int(r.max())) if with_r else k_min
+        k = min(k, n - 1)
+        d2 = _squared_distances(x[start:stop], x_sq[start:stop], x, x_sq)
+        d2[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        top = _topk_sorted(d2, k)
+        del d2
+        yield codes[top] == codes[start:stop, None], r
+
+
+def _retrieval_counts(x: np.ndarray, codes: np.ndarray, ks: Sequence[int],
+                      with_r: bool, block_size: int) -> Dict[str, object]:
+    """Sums of per-query hits / AP@R / R-precision over valid queries."""
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"retrieval needs at least 2 embeddings, got {n}")
+    hits = {k: 0 for k in ks}
+    ap_sum = rp_sum = 0.0
+    num_valid = 0
+    k_min = min(max(ks), n - 1)
+    for matches, r in _ranked_matches(x, codes, k_min, with_r, block_size):
+        valid = r > 0
+        num_valid += int(valid.sum())
+        for k in ks:
+            kc = min(k, n - 1)
+            hits[k] += int(matches[valid, :kc].any(axis=1).sum())
+        if with_r:
+            m = matches[valid]
+            rv = r[valid]
+            ranks = np.arange(1, m.shape[1] + 1)
+            within_r = ranks[None, :] <= rv[:, None]
+            rel = m & within_r
+            precision_at_i = np.cumsum(m, axis=1) / ranks[None, :]
+            ap_sum += float((np.where(rel, precision_at_i, 0.0).sum(axis=1) / rv).sum())
+            rp_sum += float((rel.sum(axis=1) / rv).sum())
+    if num_valid == 0:
+        raise ValueError(
+            "no query has another image of its class (every class has a single "
+            "image), so retrieval metrics are undefined")
+    return {"hits": hits, "ap_sum": ap_sum, "rp_sum": rp_sum, "num_valid": num_valid}
+
+
+def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 1024) -> Dict[int, float]:
+    """Recall@K: every image queries all OTHER images; a hit if any of the
+    top K shares its class.
+
+    Args:
+      embeddings: [N, D] float array.
+      labels: [N] integer or string class labels.
+      ks: the K values (k > N - 1 is clipped to N - 1).
+      block_size: queries per block (memory, not results; see module doc).
+
+    Returns:
+      {k: fraction of valid queries with a hit}; queries whose class has no
+      other image are excluded from the denominator.
+    """
+    x = _as_embeddings(embeddings)
+    codes = _as_labels(labels, x.shape[0])
+    ks = _check_ks(ks)
+    counts = _retrieval_counts(x, codes, ks, False, _check_block_size(block_size))
+    return {k: counts["hits"][k] / counts["num_valid"] for k in ks}
+
+
+def map_at_r(embeddings, labels, block_size: int = 1024) -> float:
+    """MAP@R (Musgrave et al. 2020, "A Metric Learning Reality Check").
+
+    For a query with R other images of its class and its R nearest other
+    images: AP@R = (1/R) * sum_{i=1..R} P(i) * rel(i), where rel(i) is 1 if
+    the i-th neighbour shares the class and P(i) is the precision of the top
+    i. MAP@R is the mean over valid queries (R >= 1).
+
+    Args: embeddings [N, D] float; labels [N]; block_size as in recall_at_k.
+    """
+    x = _as_embeddings(embeddings)
+    codes = _as_labels(labels, x.shape[0])
+    counts = _retrieval_counts(x, codes, (1,), True, _check_block_size(block_size))
+    return counts["ap_sum"] / counts["num_valid"]
+
+
+def r_precision(embeddings, labels, block_size: int = 1024) -> float:
+    """R-precision: mean over valid queries of (same-class images among the
+    R nearest other images) / R, with R the number of other images of the
+    query's class.
+
+    Args: embeddings [N, D] float; labels [N]; block_size as in recall_at_k.
+    """
+    x = _as_embeddings(embeddings)
+    codes = _as_labels(labels, x.shape[0])
+    counts = _retrieval_counts(x, codes, (1,), True, _check_block_size(block_size))
+    return counts["rp_sum"] / counts["num_valid"]
+
+
+def nmi(embeddings, labels, seed: int = 0, n_init: int = NMI_N_INIT) -> float:
+    """Normalised mutual information between classes and a k-means clustering.
+
+    k-means (scikit-learn ``KMeans``, k = number of distinct classes,
+    ``n_init`` restarts, ``random_state=seed``) on the embeddings, then
+    ``sklearn.metrics.normalized_mutual_info_score(labels, clusters)``
+    (arithmetic normalisation). Every image counts, singletons included.
+
+    Args: embeddings [N, D] float; labels [N]; seed; n_init.
+    Returns: NMI in [0, 1].
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x = _as_embeddings(embeddings)
+    codes = _as_labels(labels, x.shape[0])
+    num_classes = int(codes.max()) + 1
+    clusters = KMeans(n_clusters=num_classes, n_init=n_init,
+                      random_state=seed).fit_predict(x)
+    return float(normalized_mutual_info_score(codes, clusters))
+
+
+def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 1024,
+                      seed: int = 0, compute_nmi: bool = True) -> Dict[str, object]:
+    """All retrieval metrics from one blocked nearest-neighbour pass.
+
+    Args:
+      embeddings: [N, D] float array. labels: [N] integer or string labels.
+      ks: Recall@K values. block_size: queries per block. seed: k-means seed.
+      compute_nmi: skip the k-means (the slow part for large N) when False.
+
+    Returns a flat JSON-friendly dict (Python floats and ints)::
+
+      {"recall@1": ..., "recall@2": ..., ..., "map@r": ..., "r_precision": ...,
+       "nmi": ...,            # only when compute_nmi
+       "num_queries": ...,    # queries with at least one other same-class image
+       "num_images": N, "num_classes": C}
+
+    ``num_queries`` equals N unless some class has a single image.
+    """
+    x = _as_embeddings(embeddings)
+    codes = _as_labels(labels, x.shape[0])
+    ks = _check_ks(ks)
+    counts = _retrieval_counts(x, codes, ks, True, _check_block_size(block_size))
+    valid = counts["num_valid"]
+    out: Dict[str, object] = {f"recall@{k}": counts["hits"][k] / valid for k in ks}
+    out["map@r"] = counts["ap_sum"] / valid
+    out["r_precision"] = counts["rp_sum"] / valid
+    if compute_nmi:
+        out["nmi"] = nmi(x, codes, seed=seed)
+    out["num_queries"] = int(valid)
+    out["num_images"] = int(x.shape[0])
+    out["num_classes"] = int(codes.max()) + 1
+    return out

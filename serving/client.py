@@ -1,0 +1,217 @@
+"""gRPC embedding client for TensorFlow Serving (or the embedded ``serving.server``).
+
+Uses only the standard TF Serving API (``PredictionService.Predict``,
+``GetModelMetadata``, ``ModelService.GetModelStatus`` from
+``tensorflow-serving-api``), so it works unchanged against the official
+``tensorflow/serving`` image.
+
+    with EmbeddingClient("localhost:8500", model_name="cgd") as client:
+        embeddings = client.embed_files(["a.jpg", "b.jpg"])   # float32 [2, D]
+
+Every call has a deadline (``timeout_s``); calls that fail with UNAVAILABLE
+(server starting, no version loaded yet, connection refused) are retried
+``retries`` times with exponential backoff. Other errors are not retried.
+Failures raise ``ServingError`` naming the server, the model, the method and
+the gRPC status.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Iterable, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+log = logging.getLogger("cgd.serving.client")
+
+IMAGES_INPUT = "images"
+EMBEDDING_OUTPUT = "embedding"
+
+
+class ServingError(RuntimeError):
+    """A call to the model server failed; ``code`` is the ``grpc.StatusCode``."""
+
+    def __init__(self, target: str, model_name: str, method: str, code: grpc.StatusCode,
+                 details: str, attempts: int = 1):
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"{method} on server {target}, model {model_name!r} failed{tries}: "
+                         f"{code.name}: {details}")
+        self.target, self.model_name, self.method = target, model_name, method
+        self.code, self.details, self.attempts = code, details, attempts
+
+
+class EmbeddingClient:
+    """Embeds encoded images (JPEG/PNG bytes) through a TF Serving ``Predict`` call.
+
+    Args:
+        target: ``host:port`` of the gRPC endpoint.
+        model_name: the served model's name (``model_spec.name``).
+        signature_name: defaults to ``serving_default`` (input ``images``, output ``embedding``).
+        timeout_s: deadline of each call.
+        retries: extra attempts on UNAVAILABLE only; backoff ``backoff_s * 2**attempt``
+            with jitter, capped at 5 s.
+        version: pin a model version (``model_spec.version``); None = the newest served.
+        batch_size: images per Predict request in ``embed_bytes``/``embed_files``.
+    """
+
+    def __init__(self, target: str = "localhost:8500", model_name: str = "cgd",
+                 signature_name: str = "serving_default", timeout_s: float = 30.0,
+                 retries: int = 3, backoff_s: float = 0.2, version: int | None = None,
+                 batch_size: int = 32, input_key: str = IMAGES_INPUT,
+                 output_key: str = EMBEDDING_OUTPUT,
+                 max_message_bytes: int = 256 * 1024 * 1024):
+        if retries < 0 or timeout_s <= 0 or batch_size <= 0:
+            raise ValueError("retries must be >= 0, timeout_s and batch_size > 0")
+        self.target = target
+        self.model_name = model_name
+        self.signature_name = signature_name
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.backoff_s = float(backoff_s)
+        self.version = version
+        self.batch_size = int(batch_size)
+        self.input_key, self.output_key = input_key, output_key
+        self.last_model_version: int | None = None  # from the last Predict response
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ])
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    # -- plumbing
+
+    def _spec(self, spec, signature: bool = True) -> None:
+        spec.name = self.model_name
+        if signature:
+            spec.signature_name = self.signature_name
+        if self.version is not None:
+            spec.version.value = int(self.version)
+
+    def _call(self, method: str, rpc, request):
+        attempt = 0
+        while True:
+            try:
+                return rpc(request, timeout=self.timeout_s)
+            except grpc.RpcError as e:
+                code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
+                details = e.details() if callable(getattr(e, "details", None)) else str(e)
+                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    delay = min(5.0, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                    log.info("%s on %s: UNAVAILABLE (%s), retry %d/%d in %.2f s", method,
+                             self.target, details, attempt + 1, self.retries, delay)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                raise ServingError(self.target, self.model_name, method, code, details,
+                                   attempt + 1) from None
+
+    # -- embeddings
+
+    def predict(self, inputs: dict, output_filter: Sequence[str] = ()) -> dict:
+        """Raw Predict: {name: array-like} -> {name: np.ndarray}; sets ``last_model_version``."""
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        request.output_filter.extend(output_filter)
+        response = self._call("Predict", self._predict.Predict, request)
+        if response.model_spec.HasField("version"):
+            self.last_model_version = response.model_spec.version.value
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def embed_bytes(self, images: Sequence[bytes]) -> np.ndarray:
+        """Encoded images -> float32 [N, D] (requests of at most ``batch_size`` images)."""
+        images = list(images)
+        if not images:
+            return np.zeros((0, 0), np.float32)
+        chunks = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            outputs = self.predict({self.input_key: np.asarray(batch, dtype=object)})
+            if self.output_key not in outputs:
+                raise ServingError(self.target, self.model_name, "Predict",
+                                   grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"response has no output {self.output_key!r} "
+                                   f"(outputs: {', '.join(sorted(outputs))})")
+            embedding = np.asarray(outputs[self.output_key], dtype=np.float32)
+            if embedding.ndim != 2 or embedding.shape[0] != len(batch):
+                raise ServingError(self.target, self.model_name, "Predict",
+                                   grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"output {self.output_key!r} has shape {embedding.shape}, "
+                                   f"expected [{len(batch)}, D]")
+            chunks.append(embedding)
+        return np.concatenate(chunks)
+
+    def embed_files(self, paths: Iterable[str]) -> np.ndarray:
+        """Read and embed image files; float32 [N, D] in the order given."""
+        images = []
+        for path in paths:
+            with open(path, "rb") as f:
+                images.append(f.read())
+        return self.embed_bytes(images)
+
+    # -- model information
+
+    def model_status(self) -> list[dict]:
+        """[{"version": int, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}, ...]"""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec, signature=False)
+        response = self._call("GetModelStatus", self._models.GetModelStatus, request)
+        out = []
+        for status in response.model_version_status:
+            out.append({
+                "version": status.version,
+                "state": get_model_status_pb2.ModelVersionStatus.State.Name(status.state),
+                "error_code": _error_code_name(status.status.error_code),
+                "error_message": status.status.error_message,
+            })
+        return out
+
+    def metadata(self) -> dict:
+        """{"name", "version", "signature_def": {signature: {"inputs"|"outputs": {key: {"dtype", "shape"}}}}}."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        self._spec(request.model_spec, signature=False)
+        request.metadata_field.append("signature_def")
+        response = self._call("GetModelMetadata", self._predict.GetModelMetadata, request)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        if not response.metadata["signature_def"].Unpack(sig_map):
+            raise ServingError(self.target, self.model_name, "GetModelMetadata",
+                               grpc.StatusCode.INTERNAL, "metadata holds no SignatureDefMap")
+
+        def tensors(infos):
+            return {key: {"dtype": tf.dtypes.as_dtype(info.dtype).name,
+                          "shape": None if info.tensor_shape.unknown_rank
+                          else [d.size for d in info.tensor_shape.dim]}
+                    for key, info in infos.items()}
+
+        return {
+            "name": response.model_spec.name,
+            "version": response.model_spec.version.value,
+            "signature_def": {name: {"method_name": sig.method_name, "inputs": tensors(sig.inputs),
+                                     "outputs": tensors(sig.outputs)}
+                              for name, sig in sig_map.signature_def.items()},
+        }
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "EmbeddingClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _error_code_name(number: int) -> str:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code.name
+    return str(number)

@@ -1,0 +1,214 @@
+"""Gallery index: embed a directory of images through the model server, search it exactly.
+
+The index is one ``.npz`` file (``numpy.load(path, allow_pickle=False)`` reads it):
+
+    embeddings     float32 [N, D], as returned by the server (L2-normalised)
+    paths          str [N], absolute image paths
+    model_name     str, model_version int64, dim int64, created float64 (unix time)
+    format_version int64 (1)
+
+It is written to a temporary file in the same directory and moved into place
+with ``os.replace``, so an index is never half-written. Search is exact top-k
+by Euclidean distance (``numpy.argpartition``), as used for Recall@K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger("cgd.serving.index")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+FORMAT_VERSION = 1
+
+
+class GalleryIndexError(ValueError):
+    """The index file is missing, unreadable or inconsistent (message names the file)."""
+
+
+@dataclasses.dataclass
+class GalleryIndex:
+    embeddings: np.ndarray  # float32 [N, D]
+    paths: list[str]
+    model_name: str
+    model_version: int
+    created: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def save(self, path: str) -> None:
+        """Write atomically: temp file in the target directory, fsync, ``os.replace``."""
+        path = os.path.abspath(path)
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, embeddings=np.asarray(self.embeddings, np.float32),
+                         paths=np.asarray(self.paths, dtype=str),
+                         model_name=np.asarray(self.model_name),
+                         model_version=np.asarray(self.model_version, np.int64),
+                         dim=np.asarray(self.dim, np.int64),
+                         created=np.asarray(self.created or time.time(), np.float64),
+                         format_version=np.asarray(FORMAT_VERSION, np.int64))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str) -> "GalleryIndex":
+        if not os.path.isfile(path):
+            raise GalleryIndexError(f"index file {path} does not exist (build it with `cgd index build`)")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                fmt = int(data["format_version"])
+                if fmt != FORMAT_VERSION:
+                    raise GalleryIndexError(f"{path}: index format {fmt}, expected {FORMAT_VERSION}")
+                index = cls(embeddings=data["embeddings"].astype(np.float32),
+                            paths=[str(p) for p in data["paths"]],
+                            model_name=str(data["model_name"]),
+                            model_version=int(data["model_version"]),
+                            created=float(data["created"]))
+        except GalleryIndexError:
+            raise
+        except (OSError, ValueError, KeyError) as e:
+            raise GalleryIndexError(f"{path}: not a gallery index: {e}") from None
+        if index.embeddings.ndim != 2 or index.embeddings.shape[0] != len(index.paths):
+            raise GalleryIndexError(f"{path}: {index.embeddings.shape} embeddings for "
+                              f"{len(index.paths)} paths")
+        return index
+
+    def search(self, query: np.ndarray, k: int = 8) -> list[tuple[int, float, str]]:
+        """Exact top-k of one query [D]: [(rank from 1, Euclidean distance, path)]."""
+        query = np.asarray(query, np.float32).reshape(-1)
+        if query.shape[0] != self.dim:
+            raise ValueError(f"query has dimension {query.shape[0]}, the index {self.dim}")
+        ids, dists = top_k(self.embeddings, query, k)
+        return [(rank + 1, float(d), self.paths[i]) for rank, (i, d) in enumerate(zip(ids, dists))]
+
+
+def top_k(gallery: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and distances of the k nearest gallery rows (exact, ties by index)."""
+    n = gallery.shape[0]
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    dists = np.linalg.norm(gallery.astype(np.float32) - query[None, :], axis=1)
+    candidates = np.argpartition(dists, k - 1)[:k] if k < n else np.arange(n)
+    order = np.lexsort((candidates, dists[candidates]))
+    ids = candidates[order]
+    return ids, dists[ids]
+
+
+def find_images(root: str) -> list[str]:
+    """Image files (JPEG/PNG by extension) under ``root``, recursively, sorted."""
+    found = []
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                found.append(os.path.abspath(os.path.join(directory, name)))
+    return found
+
+
+@dataclasses.dataclass
+class BuildReport:
+    index: GalleryIndex
+    skipped: list[tuple[str, str]]  # (path, reason)
+
+
+def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> BuildReport:
+    """Embed every image under ``image_dir`` through ``client`` (an ``EmbeddingClient``).
+
+    A batch the server rejects with INVALID_ARGUMENT is retried image by image,
+    and images that still fail (corrupt files) are skipped and reported, or,
+    with ``strict``, fail the build naming the file.
+    """
+    import grpc
+
+    from serving.client import ServingError
+
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"image directory {image_dir} does not exist")
+    paths = find_images(image_dir)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {image_dir}")
+    kept_paths, chunks, skipped, versions = [], [], [], set()
+
+    def embed(batch_paths: Sequence[str], blobs: Sequence[bytes]):
+        emb = client.embed_bytes(blobs)
+        versions.add(client.last_model_version)
+        kept_paths.extend(batch_paths)
+        chunks.append(emb)
+
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start:start + batch_size]
+        blobs = []
+        for p in batch:
+            with open(p, "rb") as f:
+                blobs.append(f.read())
+        try:
+            embed(batch, blobs)
+        except ServingError as e:
+            if e.code != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            for p, blob in zip(batch, blobs):
+                try:
+                    embed([p], [blob])
+                except ServingError as e1:
+                    if e1.code != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise
+                    if strict:
+                        raise ValueError(f"{p}: the server rejected the image: {e1.details}") from None
+                    log.warning("skipping %s: %s", p, e1.details.splitlines()[0][:200])
+                    skipped.append((p, e1.details))
+        if progress:
+            progress(min(start + batch_size, len(paths)), len(paths))
+    if not chunks:
+        raise ValueError(f"none of the {len(paths)} images under {image_dir} could be embedded")
+    if len(versions) > 1:
+        raise RuntimeError(f"the server switched model versions during the build "
+                           f"({sorted(versions)}); embeddings would not be comparable: run it again")
+    index = GalleryIndex(np.concatenate(chunks), kept_paths, client.model_name,
+                         int(versions.pop() or 0), time.time())
+    return BuildReport(index, skipped)
+
+
+def progress_printer(label: str, stream=sys.stderr) -> Callable[[int, int], None]:
+    """A one-line progress display (carriage return on a terminal, lines otherwise)."""
+    start = time.monotonic()
+    tty = stream.isatty()
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < (0.2 if tty else 5.0):
+            return
+        last[0] = now
+        rate = done / max(now - start, 1e-9)
+        line = f"{label}: {done}/{total} images ({rate:.1f}/s)"
+        if tty:
+            stream.write("\r" + line + ("\n" if done >= total else ""))
+        else:
+            stream.write(line + "\n")
+        stream.flush()
+
+    return show

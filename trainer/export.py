@@ -1,0 +1,70 @@
+"""SavedModel export: serving signatures that embed raw images.
+
+    serving_default: images  string [N] (encoded JPEG/PNG)  -> embedding float32 [N, D]
+    pixels:          pixels  uint8 [N, H, W, 3] (any H, W)  -> embedding float32 [N, D]
+
+``serving_default`` runs the TF Transform graph (pad to square, resize) through
+the TFT layer, so serving applies exactly the training-time preprocessing;
+``pixels`` applies the same image ops to already-decoded images.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from components.transform import image_ops
+from components.transform.preprocessing import IMAGE_KEY, TRANSFORMED_IMAGE_KEY
+
+IMAGES_INPUT = "images"
+PIXELS_INPUT = "pixels"
+EMBEDDING_OUTPUT = "embedding"
+PIXELS_SIGNATURE = "pixels"
+
+
+class EmbeddingExport(tf.Module):
+    """Saves the signatures with the model's variables and the TFT layer.
+
+    Only the variables are tracked, not the Keras model object: saving a
+    tracked Keras model makes Keras trace every layer's call (15-30 s even for
+    the small model), while the signatures need just one traced call.
+    """
+
+    def __init__(self, embedding_model, tft_layer, image_size: int, pad_value):
+        super().__init__()
+        # A plain closure is not trackable, so the Keras model is not saved as such.
+        self._call_model = lambda pixels: embedding_model(pixels, training=False)
+        self.model_variables = list(embedding_model.variables)
+        self.tft_layer = tft_layer
+        self._size = int(image_size)
+        self._pad_value = [int(v) for v in pad_value]
+
+    def _embed(self, pixels_u8):
+        embedding = self._call_model(tf.cast(pixels_u8, tf.float32))
+        return {EMBEDDING_OUTPUT: tf.cast(embedding, tf.float32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+    def serve_images(self, images):
+        # The raw schema has image as a [1]-shaped feature; label and id are not
+        # needed and TFT fills in missing raw features.
+        transformed = self.tft_layer({IMAGE_KEY: tf.reshape(images, [-1, 1])})
+        return self._embed(image_ops.parse_images(
+            tf.reshape(transformed[TRANSFORMED_IMAGE_KEY], [-1]), self._size))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                name=PIXELS_INPUT)])
+    def serve_pixels(self, pixels):
+        square = tf.map_fn(
+            lambda image: image_ops.preprocess_pixels(image, self._size, self._pad_value),
+            pixels, fn_output_signature=tf.TensorSpec([self._size, self._size, 3], tf.uint8))
+        return self._embed(square)
+
+
+def export_saved_model(embedding_model, tft_output, export_dir: str, image_size: int,
+                       pad_value) -> None:
+    """Write the SavedModel with both signatures to ``export_dir``."""
+    module = EmbeddingExport(embedding_model, tft_output.transform_features_layer(),
+                             image_size, pad_value)
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": module.serve_images,
+        PIXELS_SIGNATURE: module.serve_pixels,
+    })

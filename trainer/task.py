@@ -1,0 +1,206 @@
+"""TFX Trainer entry point: ``run_fn(fn_args)`` (``trainer.task.run_fn``).
+
+Trains the CGD model on P x K batches of the transformed 'train' split with
+ranking loss + auxiliary classification loss; selects the model and stops
+early on Recall@1 of the held-out 'valid' classes (never the eval classes);
+checkpoints every epoch and resumes a killed run; writes TensorBoard logs to
+the model run directory; exports the serving SavedModel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from pipeline.config import Config, config_from_dict
+from trainer import export, losses, sampler
+from trainer.model import build_model, embedding_model
+
+log = logging.getLogger(__name__)
+CONFIG_KEY = "config"        # custom_config key holding Config.to_dict()
+CHECKPOINT_ROOT_KEY = "checkpoint_root"
+
+
+# ------------------------------------------------------------------ environment
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirrored from TF_CONFIG, Mirrored on several GPUs, else the default."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    workers = tf_config.get("cluster", {}).get("worker", [])
+    if len(workers) + len(tf_config.get("cluster", {}).get("chief", [])) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    task = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {})
+    return task.get("type") in (None, "chief") or (
+        task.get("type") == "worker" and task.get("index") == 0
+        and "chief" not in json.loads(os.environ["TF_CONFIG"]).get("cluster", {}))
+
+
+def set_precision(mode: str) -> str:
+    on = mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
+    policy = "mixed_float16" if on else "float32"
+    tf_keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+# ------------------------------------------------------------------ training parts
+
+def classification_loss(num_classes: int, label_smoothing: float):
+    """Softmax cross-entropy with label smoothing on logits already divided by tau."""
+    cce = tf_keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=label_smoothing)
+
+    def loss(labels, logits):
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        return cce(tf.one_hot(labels, num_classes), tf.cast(logits, tf.float32))
+    return loss
+
+
+def make_optimizer(cfg: Config) -> tf_keras.optimizers.Optimizer:
+    t = cfg.trainer
+    total = t.epochs * t.steps_per_epoch
+    lr = t.learning_rate
+    if t.lr_schedule == "cosine":
+        lr = tf_keras.optimizers.schedules.CosineDecay(t.learning_rate, total)
+    elif t.lr_schedule == "step":
+        lr = tf_keras.optimizers.schedules.PiecewiseConstantDecay(
+            [int(total * 0.5), int(total * 0.75)],
+            [t.learning_rate, t.learning_rate * 0.1, t.learning_rate * 0.01])
+    if t.optimizer == "sgd":
+        return tf_keras.optimizers.SGD(lr, momentum=0.9)
+    return tf_keras.optimizers.Adam(lr)
+
+
+class ValidationRecall(tf_keras.callbacks.Callback):
+    """Recall@1 on the held-out classes each epoch; keeps the best weights, stops early.
+
+    Selection uses only the 'valid' split (training classes held out from the
+    classification head), never the eval classes.
+    """
+
+    def __init__(self, valid: sampler.ImageSet, patience: int, batch_size: int = 64):
+        super().__init__()
+        self.valid = valid
+        self.patience = patience
+        self.batch_size = batch_size
+        self.best = -1.0
+        self.best_epoch = -1
+        self.best_weights = None
+        self.history: list[float] = []
+
+    def recall_at_1(self) -> float:
+        from components.recall_evaluator.metrics import recall_at_k
+        embeddings = self.model.predict(self.valid.images.astype(np.float32),
+                                        batch_size=self.batch_size, verbose=0)["embedding"]
+        return float(recall_at_k(embeddings, self.valid.labels, ks=(1,))[1])
+
+    def on_train_begin(self, logs=None):
+        self.untrained = self.recall_at_1()
+        log.info("validation Recall@1 before training: %.4f (%d images)", self.untrained,
+                 len(self.valid))
+
+    def on_epoch_end(self, epoch, logs=None):
+        r1 = self.recall_at_1()
+        self.history.append(r1)
+        if logs is not None:
+            logs["val_recall@1"] = r1
+        improved = r1 > self.best
+        if improved:
+            self.best, self.best_epoch = r1, epoch
+            self.best_weights = self.model.get_weights()
+        log.info("epoch %d/%d: loss %.4f, validation Recall@1 %.4f%s", epoch + 1,
+                 self.params.get("epochs", 0), (logs or {}).get("loss", float("nan")), r1,
+                 " (best)" if improved else "")
+        if self.patience and epoch - self.best_epoch >= self.patience:
+            log.info("early stopping: no Recall@1 improvement for %d epochs", self.patience)
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            log.info("restored the best epoch %d (validation Recall@1 %.4f)",
+                     self.best_epoch + 1, self.best)
+
+
+def checkpoint_dir(root: str, cfg: Config, train_files) -> str:
+    """A stable directory per (trainer config, training data): a rerun after a kill resumes."""
+    key = json.dumps({"trainer": cfg.to_dict()["trainer"], "transform": cfg.to_dict()["transform"],
+                      "files": sorted(train_files)}, sort_keys=True)
+    return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def train(cfg: Config, train_files, valid_files, model_run_dir: str,
+          backup_dir: str | None = None):
+    """Build and fit the model; returns (keras model, ValidationRecall callback)."""
+    tf_keras.utils.set_random_seed(cfg.trainer.seed)
+    size = cfg.transform.image_size
+    train_set = sampler.load_image_set(train_files, size)
+    valid_set = sampler.load_image_set(valid_files, size)
+    label_offset = cfg.data.train_classes[0] - 1
+    num_classes = cfg.data.num_train_classes
+    log.info("training on %d images of %d classes, validating on %d images of %d classes",
+             len(train_set), len(np.unique(train_set.labels)), len(valid_set),
+             len(np.unique(valid_set.labels)))
+    policy = set_precision(cfg.trainer.mixed_precision)
+    strategy = choose_strategy()
+    log.info("strategy %s with %d replica(s), precision %s", type(strategy).__name__,
+             strategy.num_replicas_in_sync, policy)
+    t = cfg.trainer
+    dataset = sampler.pk_dataset(train_set, t.classes_per_batch, t.images_per_class, t.seed,
+                                 t.random_crop, t.random_flip, label_offset)
+    with strategy.scope():
+        model = build_model(t, num_classes, size)
+        model.compile(
+            optimizer=make_optimizer(cfg),
+            loss={"embedding": losses.ranking_loss_from_config(t),
+                  "logits": classification_loss(num_classes, t.label_smoothing)},
+            loss_weights={"embedding": 1.0, "logits": t.classification_loss_weight})
+    validation = ValidationRecall(valid_set, t.early_stopping_patience)
+    callbacks = [validation, tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)]
+    if backup_dir:
+        # Saved every epoch, restored on restart, removed when training completes.
+        callbacks.append(tf_keras.callbacks.BackupAndRestore(backup_dir))
+    model.fit(dataset, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch,
+              callbacks=callbacks, verbose=2)
+    tf_keras.mixed_precision.set_global_policy("float32")
+    return model, validation
+
+
+def export_model(model, cfg: Config, tft_output, serving_model_dir: str) -> None:
+    target = serving_model_dir if is_chief() else tempfile.mkdtemp()
+    export.export_saved_model(embedding_model(model), tft_output, target,
+                              cfg.transform.image_size, cfg.transform.pad_value)
+    log.info("exported SavedModel to %s", target)
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry: fn_args.custom_config[CONFIG_KEY] is Config.to_dict()."""
+    import tensorflow_transform as tft
+
+    logging.getLogger().setLevel(logging.INFO)
+    cfg = config_from_dict(fn_args.custom_config[CONFIG_KEY], source="Trainer custom_config")
+    backup = None
+    if fn_args.custom_config.get(CHECKPOINT_ROOT_KEY):
+        backup = checkpoint_dir(fn_args.custom_config[CHECKPOINT_ROOT_KEY], cfg,
+                                fn_args.train_files)
+    model, validation = train(cfg, fn_args.train_files, fn_args.eval_files,
+                              fn_args.model_run_dir, backup)
+    export_model(model, cfg, tft.TFTransformOutput(fn_args.transform_output),
+                 fn_args.serving_model_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "validation.json"), "w") as f:
+        json.dump({"untrained_recall@1": validation.untrained,
+                   "recall@1_per_epoch": validation.history,
+                   "best_epoch": validation.best_epoch + 1,
+                   "best_recall@1": validation.best}, f, indent=1)
