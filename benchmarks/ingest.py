@@ -69,7 +69,7 @@ def run_example_gen(source_dir: str, work: str, classes: int, beam_args: list[st
     from tfx import v1 as tfx
 
     from pipeline.config import load_config
-    from pipeline.pipeline import create_components, create_pipeline
+    from pipeline.definition import create_components, create_pipeline
     train_last = max(1, classes // 2)
     cfg = load_config(None, {
         "pipeline": {"name": "bench-ingest", "root": f"{work}/root",

@@ -27,6 +27,17 @@ def register(subparsers) -> None:
     run.add_argument("--config", help="YAML config (default: the packaged defaults)")
     run.set_defaults(func=pipeline_run)
 
+    p = subparsers.add_parser(
+        "retrain", help="rerun the pipeline on a schedule (newest data span each time)",
+        description="Rerun the whole pipeline every INTERVAL. With data.file_pattern "
+                    "'span-{SPAN}/*' each run ingests the newest span; the evaluator only "
+                    "blesses (and the Pusher only pushes) a model at least as good as the "
+                    "one in production. For cron instead, see the README.")
+    p.add_argument("--config", help="YAML config (default: the packaged defaults)")
+    p.add_argument("--every", required=True, help="interval, e.g. 24h, 30m, 7d")
+    p.add_argument("--max-runs", type=int, help="stop after N runs (default: forever)")
+    p.set_defaults(func=retrain)
+
 
 def sample_data(args: argparse.Namespace) -> int:
     from components.cars196.sample_data import make_sample_data
@@ -47,16 +58,20 @@ def sample_data(args: argparse.Namespace) -> int:
 
 
 def pipeline_run(args: argparse.Namespace) -> int:
-    from absl import logging as absl_logging
-    from tfx import v1 as tfx
-
     from pipeline.config import load_config
-    from pipeline.pipeline import create_pipeline
-
-    cfg = load_config(args.config)
-    absl_logging.set_verbosity(absl_logging.INFO)
-    log.info("pipeline %s: root %s, metadata %s", cfg.pipeline.name, cfg.pipeline.root,
-             cfg.pipeline.metadata_path)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
-    log.info("pipeline %s: finished", cfg.pipeline.name)
+    from pipeline.run import run_local
+    run_local(load_config(args.config))
     return 0
+
+
+def retrain(args: argparse.Namespace) -> int:
+    from pipeline.cli import CliError
+    from pipeline.config import load_config
+    from pipeline.run import parse_interval, retrain_every
+    try:
+        every = parse_interval(args.every)
+    except ValueError as e:
+        raise CliError(f"--every: {e}") from None
+    cfg = load_config(args.config)
+    ok = retrain_every(cfg, every, args.max_runs)
+    return 0 if args.max_runs is None or ok == args.max_runs else 1

@@ -72,6 +72,7 @@ def retrieval_split(class_id_1based: int, train_classes, eval_classes,
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     source_dir: str = _path()
+    file_pattern: str
     train_classes: list[int]
     eval_classes: list[int]
     validation_classes: int
@@ -89,6 +90,8 @@ class DataConfig:
         n_train = t[1] - t[0] + 1
         if not 0 <= self.validation_classes < n_train:
             err("validation_classes", f"must be in [0, {n_train - 1}] (train has {n_train} classes)")
+        if not self.file_pattern or self.file_pattern.startswith("/"):
+            err("file_pattern", "must be a non-empty pattern relative to source_dir")
         if self.on_corrupt_image not in ("skip", "fail"):
             err("on_corrupt_image", f"must be 'skip' or 'fail', got {self.on_corrupt_image!r}")
         if self.num_shards < 0:

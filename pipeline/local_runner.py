@@ -17,7 +17,7 @@ from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from pipeline import config as config_lib  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline.definition import create_pipeline  # noqa: E402
 
 
 def run() -> None:

@@ -187,7 +187,7 @@ class EmbeddingClient:
                                grpc.StatusCode.INTERNAL, "metadata holds no SignatureDefMap")
 
         def tensors(infos):
-            return {key: {"dtype": tf.dtypes.as_dtype(info.dtype).name,
+            return {key: {"dtype": tf.dtypes.as_dtype(info.dtype).name if info.dtype else "invalid",
                           "shape": None if info.tensor_shape.unknown_rank
                           else [d.size for d in info.tensor_shape.dim]}
                     for key, info in infos.items()}

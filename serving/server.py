@@ -40,8 +40,8 @@ import os
 import re
 import threading
 import time
+import weakref
 from concurrent import futures
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
 
@@ -187,13 +187,15 @@ class ModelManager:
                           newest, self.model_name, path, e,
                           current.version if current else "nothing")
                 return False
+            weakref.finalize(servable, log.info, "released version %d of model %s "
+                             "(its last request finished)", newest, self.model_name).atexit = False
             self.current = servable  # the atomic swap
             self._set_state(newest, State.AVAILABLE)
             log.info("loaded version %d of model %s in %.1f s (signatures: %s)", newest,
                      self.model_name, time.monotonic() - start, ", ".join(sorted(servable.signatures)))
             if current is not None:
                 self._set_state(current.version, State.END)
-                log.info("unloaded version %d of model %s (requests in flight finish on it)",
+                log.info("unloading version %d of model %s (freed when its requests in flight finish)",
                          current.version, self.model_name)
             return True
 
@@ -453,10 +455,20 @@ def _call_signature(fn, specs: dict, inputs: dict) -> dict:
         outputs = fn(**tensors)
     except tf.errors.OpError as e:
         raise ServingStatus(_GRPC_CODE_BY_NUMBER.get(e.error_code, grpc.StatusCode.UNKNOWN).name,
-                            e.message) from None
+                            _clean_tf_message(e.message)) from None
     except (TypeError, ValueError) as e:
         raise ServingStatus("INVALID_ARGUMENT", str(e)) from None
     return {k: v.numpy() for k, v in outputs.items()}
+
+
+def _clean_tf_message(message: str) -> str:
+    """The op's own error, without eager's "Graph execution error" header and Python stack."""
+    if "Detected at node" not in message:
+        return message
+    kept = [line for line in message.splitlines()
+            if line.strip() and not line.startswith((" ", "Graph execution error",
+                                                      "Detected at node", "<stack traces"))]
+    return "\n".join(kept) or message
 
 
 def _shape_str(shape: tf.TensorShape) -> str:
@@ -472,6 +484,14 @@ def _abort(context, status: ServingStatus):
     context.abort(status.grpc_code, status.message)
 
 
+def _spec_version(spec) -> int | None:
+    """model_spec.version, or None for the newest; version labels are not configured here."""
+    if spec.HasField("version_label"):
+        raise ServingStatus("INVALID_ARGUMENT",
+                            f"Unrecognized servable version label: {spec.version_label}")
+    return spec.version.value if spec.HasField("version") else None
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ModelServerCore):
         self.core = core
@@ -479,8 +499,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
         try:
             spec = request.model_spec
-            version = spec.version.value if spec.HasField("version") else None
-            servable = self.core.servable(spec.name, version)
+            servable = self.core.servable(spec.name, _spec_version(spec))
             signature = self.core.signature(servable, spec.signature_name)
             inputs = {}
             for name, proto in request.inputs.items():
@@ -513,8 +532,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             for field in request.metadata_field:
                 if field != "signature_def":
                     raise ServingStatus("INVALID_ARGUMENT", f"Metadata field {field} is not supported")
-            servable = self.core.servable(
-                spec.name, spec.version.value if spec.HasField("version") else None)
+            servable = self.core.servable(spec.name, _spec_version(spec))
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = self.core.model_name
             response.model_spec.version.value = servable.version
@@ -533,7 +551,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):  # noqa: N802
         spec = request.model_spec
         try:
-            rows = self.core.status(spec.name, spec.version.value if spec.HasField("version") else None)
+            rows = self.core.status(spec.name, _spec_version(spec))
         except ServingStatus as e:
             _abort(context, e)
         response = get_model_status_pb2.GetModelStatusResponse()
@@ -585,73 +603,91 @@ class _RestHandler(BaseHTTPRequestHandler):
         if not match:
             return None
         if match["label"] is not None:
-            raise ServingStatus("NOT_FOUND", f"Unrecognized servable version label: {match['label']}")
+            raise ServingStatus("INVALID_ARGUMENT",
+                                f"Unrecognized servable version label: {match['label']}")
         version = int(match["version"]) if match["version"] is not None else None
         return match["name"], version, match["rest"] or ""
 
     def do_GET(self):  # noqa: N802
-        try:
-            if self.path.split("?", 1)[0] == "/monitoring/prometheus/metrics":
-                self._send(200, self.core_metrics(), "text/plain; version=0.0.4")
-                return
-            route = self._route()
-            if route is None or route[2] not in ("", "/metadata"):
-                raise ServingStatus("NOT_FOUND", f"Malformed request: GET {self.path}")
-            name, version, rest = route
-            if rest == "/metadata":
-                servable = self.core.servable(name, version)
-                body = {
-                    "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                    "metadata": {"signature_def": json_format.MessageToDict(
-                        self.core.signature_def_map(servable), preserving_proto_field_name=True)},
-                }
-            else:
-                body = {"model_version_status": [
-                    {"version": str(v), "state": State.Name(state),
-                     "status": {"error_code": code, "error_message": message}}
-                    for v, state, code, message in self.core.status(name, version)]}
-            self.core.count("rest_get", "OK")
-            self._send(200, body)
-        except ServingStatus as e:
-            self._error(e)
+        self._guarded(self._get)
 
     def do_POST(self):  # noqa: N802
+        self._guarded(self._post)
+
+    def _guarded(self, handler) -> None:
         try:
-            route = self._route()
-            if route is None or not route[2].startswith(":"):
-                raise ServingStatus("NOT_FOUND", f"Malformed request: POST {self.path}")
-            name, version, rest = route
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > self.max_request_bytes:
-                self.close_connection = True  # the body is not read
-                self._error(ServingStatus(
-                    "RESOURCE_EXHAUSTED", f"request body of {length} bytes is larger than the "
-                                          f"limit of {self.max_request_bytes} bytes"), 413)
-                return
-            data = self.rfile.read(length)
-            if rest != ":predict":
-                raise ServingStatus("UNIMPLEMENTED", f"{rest[1:]} is not supported by this server "
-                                                     "(only :predict)")
-            try:
-                body = json.loads(data)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ServingStatus("INVALID_ARGUMENT", f"JSON Parse error: {e}") from None
-            if not isinstance(body, dict):
-                raise ServingStatus("INVALID_ARGUMENT", "request body must be a JSON object")
-            servable = self.core.servable(name, version)
-            signature = self.core.signature(servable, body.get("signature_name") or "")
-            specs = servable.input_specs[signature]
-            row_format = _parse_rest_inputs(body, specs)
-            inputs = row_format[1]
-            outputs = self.core.predict(servable, signature, inputs)
-            if row_format[0]:
-                reply = {"predictions": _rows_json(outputs)}
-            else:
-                reply = {"outputs": _columns_json(outputs)}
-            self.core.count("rest_post", "OK")
-            self._send(200, reply)
+            handler()
         except ServingStatus as e:
             self._error(e)
+        except Exception as e:  # noqa: BLE001 - answer 500 instead of dropping the connection
+            log.exception("REST %s %s failed", self.command, self.path)
+            self._error(ServingStatus("INTERNAL", f"{type(e).__name__}: {e}"))
+
+    def _get(self):
+        if self.path.split("?", 1)[0] == "/monitoring/prometheus/metrics":
+            self._send(200, self.core_metrics(), "text/plain; version=0.0.4")
+            return
+        route = self._route()
+        if route is None or route[2] not in ("", "/metadata"):
+            raise ServingStatus("NOT_FOUND", f"Malformed request: GET {self.path}")
+        name, version, rest = route
+        if rest == "/metadata":
+            servable = self.core.servable(name, version)
+            body = {
+                "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                "metadata": {"signature_def": json_format.MessageToDict(
+                    self.core.signature_def_map(servable), preserving_proto_field_name=True)},
+            }
+        else:
+            body = {"model_version_status": [
+                {"version": str(v), "state": State.Name(state),
+                 "status": {"error_code": code, "error_message": message}}
+                for v, state, code, message in self.core.status(name, version)]}
+        self.core.count("rest_get", "OK")
+        self._send(200, body)
+
+    def _post(self):
+        route = self._route()
+        if route is None or not route[2].startswith(":"):
+            raise ServingStatus("NOT_FOUND", f"Malformed request: POST {self.path}")
+        name, version, rest = route
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.max_request_bytes:
+            self.close_connection = True
+            self._drain(length)  # so that the client reads the answer, not a reset
+            self._error(ServingStatus(
+                "RESOURCE_EXHAUSTED", f"request body of {length} bytes is larger than the "
+                                      f"limit of {self.max_request_bytes} bytes"), 413)
+            return
+        data = self.rfile.read(length)
+        if rest != ":predict":
+            raise ServingStatus("UNIMPLEMENTED", f"{rest[1:]} is not supported by this server "
+                                                 "(only :predict)")
+        try:
+            body = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ServingStatus("INVALID_ARGUMENT", f"JSON Parse error: {e}") from None
+        if not isinstance(body, dict):
+            raise ServingStatus("INVALID_ARGUMENT", "request body must be a JSON object")
+        servable = self.core.servable(name, version)
+        signature = self.core.signature(servable, body.get("signature_name") or "")
+        specs = servable.input_specs[signature]
+        row_format, inputs = _parse_rest_inputs(body, specs)
+        outputs = self.core.predict(servable, signature, inputs)
+        if row_format:
+            reply = {"predictions": _rows_json(outputs)}
+        else:
+            reply = {"outputs": _columns_json(outputs)}
+        self.core.count("rest_post", "OK")
+        self._send(200, reply)
+
+    def _drain(self, length: int, cap: int = 64 * 1024 * 1024) -> None:
+        left = min(length, cap)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def core_metrics(self) -> str:
         return prometheus_text(self.core)

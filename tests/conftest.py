@@ -52,7 +52,7 @@ def data_pipeline(sample_data, tmp_path_factory):
     """One LocalDagRunner run of ExampleGen -> ... -> Transform, shared by tests."""
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_components, create_pipeline
+    from pipeline.definition import create_components, create_pipeline
     cfg = small_config(tmp_path_factory.mktemp("data_pipeline"), sample_data.out_dir)
     pipeline = create_pipeline(cfg)
     pipeline.components = create_components(cfg)[:5]  # up to Transform

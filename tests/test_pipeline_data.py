@@ -10,7 +10,7 @@ from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
 from components.transform import image_ops
-from pipeline.pipeline import create_components, create_pipeline
+from pipeline.definition import create_components, create_pipeline
 from tests.conftest import SAMPLE, latest_output, small_config
 
 

@@ -83,7 +83,7 @@ def test_strategy_from_environment(monkeypatch):
 
 
 def test_validation_split_is_never_the_eval_classes(data_pipeline):
-    from pipeline.pipeline import create_components
+    from pipeline.definition import create_components
     [trainer] = [c for c in create_components(data_pipeline) if c.id == "Trainer"]
     eval_args = trainer.exec_properties["eval_args"]
     assert "valid" in str(eval_args) and "eval" not in str(eval_args).replace("EvalArgs", "")

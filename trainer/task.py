@@ -58,13 +58,17 @@ def set_precision(mode: str) -> str:
 # ------------------------------------------------------------------ training parts
 
 def classification_loss(num_classes: int, label_smoothing: float):
-    """Softmax cross-entropy with label smoothing on logits already divided by tau."""
-    cce = tf_keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                  label_smoothing=label_smoothing)
+    """Softmax cross-entropy with label smoothing on logits already divided by tau.
 
+    A plain function (not a Keras Loss object, whose reductions are refused
+    under tf.distribute strategies): mean over the batch.
+    """
     def loss(labels, logits):
         labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        return cce(tf.one_hot(labels, num_classes), tf.cast(logits, tf.float32))
+        targets = tf.one_hot(labels, num_classes) * (1.0 - label_smoothing) + (
+            label_smoothing / num_classes)
+        return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
+            targets, tf.cast(logits, tf.float32)))
     return loss
 
 
@@ -144,6 +148,8 @@ def checkpoint_dir(root: str, cfg: Config, train_files) -> str:
 def train(cfg: Config, train_files, valid_files, model_run_dir: str,
           backup_dir: str | None = None):
     """Build and fit the model; returns (keras model, ValidationRecall callback)."""
+    # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = choose_strategy()
     tf_keras.utils.set_random_seed(cfg.trainer.seed)
     size = cfg.transform.image_size
     train_set = sampler.load_image_set(train_files, size)
@@ -154,12 +160,22 @@ def train(cfg: Config, train_files, valid_files, model_run_dir: str,
              len(train_set), len(np.unique(train_set.labels)), len(valid_set),
              len(np.unique(valid_set.labels)))
     policy = set_precision(cfg.trainer.mixed_precision)
-    strategy = choose_strategy()
     log.info("strategy %s with %d replica(s), precision %s", type(strategy).__name__,
              strategy.num_replicas_in_sync, policy)
     t = cfg.trainer
-    dataset = sampler.pk_dataset(train_set, t.classes_per_batch, t.images_per_class, t.seed,
-                                 t.random_crop, t.random_flip, label_offset)
+
+    def replica_dataset(context=None):
+        # Every replica draws its own P x K batches (seed per input pipeline), so
+        # each replica's loss sees whole classes: never split a P x K batch.
+        pipeline_id = context.input_pipeline_id if context else 0
+        return sampler.pk_dataset(train_set, t.classes_per_batch, t.images_per_class,
+                                  t.seed + 1000 * pipeline_id, t.random_crop, t.random_flip,
+                                  label_offset)
+
+    if strategy.num_replicas_in_sync > 1:
+        dataset = strategy.distribute_datasets_from_function(replica_dataset)
+    else:
+        dataset = replica_dataset()
     with strategy.scope():
         model = build_model(t, num_classes, size)
         model.compile(

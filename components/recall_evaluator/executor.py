@@ -80,15 +80,18 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties):
         from components.recall_evaluator import metrics
-        cfg = config_from_dict(json.loads(exec_properties["config_json"]), "RecallEvaluator")
+        values = json.loads(exec_properties["config_json"])
+        values.pop("code", None)  # cache key only (pipeline.code_fingerprint)
+        cfg = config_from_dict(values, "RecallEvaluator")
         ev = cfg.evaluator
         split = exec_properties["eval_split"]
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         model = artifact_utils.get_single_instance(input_dict["model"])
         baselines = input_dict.get("baseline_model") or []
         baseline = baselines[0] if baselines else None
-        if baseline is not None and baseline.id == model.id:
-            baseline = None  # the candidate itself was already blessed (cache): no comparison
+        candidate_is_baseline = baseline is not None and baseline.id == model.id
+        if candidate_is_baseline:
+            baseline = None  # a cached rerun: the candidate itself is in production
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
 
@@ -105,7 +108,7 @@ class Executor(base_executor.BaseExecutor):
                 base_embeddings, labels, ks=tuple(ev.recall_ks), block_size=ev.block_size)
         verdict = bless(result["candidate"]["recall@1"], ev.recall_threshold,
                         result["baseline"]["recall@1"] if baseline is not None else None,
-                        ev.baseline_tolerance)
+                        ev.baseline_tolerance, candidate_is_baseline)
         result.update(blessed=verdict.blessed, reason=verdict.reason, split=split,
                       candidate_model=model.uri,
                       baseline_model=baseline.uri if baseline is not None else None)

@@ -1,4 +1,7 @@
-"""The pipeline: a pure function of the config (penguin-template style).
+"""The pipeline definition: a pure function of the config (penguin-template style).
+
+Not named pipeline.py: the tfx CLI runs local_runner.py with this directory on
+sys.path, where a pipeline.py would shadow the `pipeline` package.
 
 Runners (pipeline/local_runner.py, kubeflow/runner.py) are thin files that
 load a config and call ``create_pipeline``.
@@ -6,6 +9,7 @@ load a config and call ``create_pipeline``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -23,11 +27,30 @@ CONFIG_KEY, CHECKPOINT_ROOT_KEY = "config", "checkpoint_root"
 RAW_SCHEMA = str(Path(components.cars196.__file__).with_name("schema.pbtxt"))
 
 
-def create_components(cfg: Config, file_pattern: str = "*") -> list:
-    """The pipeline's components in execution order."""
+def code_fingerprint(*packages: str) -> str:
+    """Hash of the packages' Python sources.
+
+    Components reference our code by name (run_fn, preprocessing_fn), which
+    TFX does not fingerprint; putting this in their parameters makes a code
+    change invalidate the cache instead of silently reusing old outputs.
+    """
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def create_components(cfg: Config, root: str | None = None) -> list:
+    """The pipeline's components in execution order.
+
+    ``root`` is the pipeline root when it is not ``pipeline_root(cfg)`` (Kubeflow).
+    """
     example_gen = Cars196ExampleGen(
         source_dir=cfg.data.source_dir, split_rule=cfg.data.split_rule(),
-        file_pattern=file_pattern)
+        file_pattern=cfg.data.file_pattern)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=RAW_SCHEMA)
     example_validator = tfx.components.ExampleValidator(
@@ -37,7 +60,8 @@ def create_components(cfg: Config, file_pattern: str = "*") -> list:
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image_size": cfg.transform.image_size,
-                       "pad_value": list(cfg.transform.pad_value)},
+                       "pad_value": list(cfg.transform.pad_value),
+                       "code": code_fingerprint("components/transform")},
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=cfg.data.output_splits),
     )
@@ -54,7 +78,9 @@ def create_components(cfg: Config, file_pattern: str = "*") -> list:
         eval_args=tfx.proto.EvalArgs(splits=[selection_split]),
         custom_config={
             CONFIG_KEY: cfg.to_dict(),
-            CHECKPOINT_ROOT_KEY: os.path.join(pipeline_root(cfg), "Trainer", ".checkpoints"),
+            CHECKPOINT_ROOT_KEY: os.path.join(root or pipeline_root(cfg), "Trainer",
+                                              ".checkpoints"),
+            "code": code_fingerprint("trainer", "components/transform"),
         },
     )
     # The model in production: the newest one the evaluator blessed.
@@ -67,7 +93,7 @@ def create_components(cfg: Config, file_pattern: str = "*") -> list:
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
-        config=cfg.to_dict(),
+        config=dict(cfg.to_dict(), code=code_fingerprint("components/recall_evaluator")),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -85,16 +111,21 @@ def pipeline_root(cfg: Config) -> str:
 
 
 def create_pipeline(cfg: Config, beam_pipeline_args: list[str] | None = None,
-                    metadata_connection_config=None, file_pattern: str = "*") -> tfx.dsl.Pipeline:
-    """The whole pipeline for ``cfg``. Local runs use ML Metadata on SQLite."""
-    if metadata_connection_config is None:
+                    metadata_connection_config=None,
+                    root: str | None = None, local_metadata: bool = True) -> tfx.dsl.Pipeline:
+    """The whole pipeline for ``cfg``. Local runs use ML Metadata on SQLite.
+
+    Kubeflow passes ``root`` (shared storage, e.g. gs://) and ``local_metadata=False``:
+    the cluster provides ML Metadata, so no connection config is set.
+    """
+    if metadata_connection_config is None and local_metadata:
         os.makedirs(os.path.dirname(cfg.pipeline.metadata_path), exist_ok=True)
         metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
             cfg.pipeline.metadata_path)
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline.name,
-        pipeline_root=pipeline_root(cfg),
-        components=create_components(cfg, file_pattern),
+        pipeline_root=root or pipeline_root(cfg),
+        components=create_components(cfg, root),
         enable_cache=cfg.pipeline.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(cfg.pipeline.beam_args if beam_pipeline_args is None

@@ -1,0 +1,58 @@
+"""Running the pipeline on the local orchestrator: once, or on a schedule."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from pipeline.config import Config
+
+log = logging.getLogger("cgd")
+
+
+def run_local(cfg: Config) -> None:
+    """One LocalDagRunner run of the whole pipeline (ML Metadata on SQLite)."""
+    from absl import logging as absl_logging
+    from tfx import v1 as tfx
+
+    from pipeline.definition import create_pipeline
+    absl_logging.set_verbosity(absl_logging.INFO)
+    log.info("pipeline %s: root %s, metadata %s", cfg.pipeline.name, cfg.pipeline.root,
+             cfg.pipeline.metadata_path)
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+    log.info("pipeline %s: finished", cfg.pipeline.name)
+
+
+def parse_interval(text: str) -> float:
+    """'90s', '15m', '24h', '7d' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not match:
+        raise ValueError(f"interval {text!r} must be a number with a unit s, m, h or d "
+                         f"(e.g. 24h)")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def retrain_every(cfg: Config, every_s: float, max_runs: int | None = None,
+                  run=run_local, sleep=time.sleep, clock=time.monotonic) -> int:
+    """Rerun the pipeline every ``every_s`` seconds (the newest span each time).
+
+    The evaluator compares each new model with the latest blessed one, so only a
+    model at least as good is pushed. A failed run is logged and retried at the
+    next slot. Returns the number of runs that succeeded.
+    """
+    done = ok = 0
+    while max_runs is None or done < max_runs:
+        start = clock()
+        try:
+            run(cfg)
+            ok += 1
+        except Exception:  # keep the schedule alive; the failure is in the log
+            log.exception("retrain: run %d failed; retrying at the next slot", done + 1)
+        done += 1
+        if max_runs is not None and done >= max_runs:
+            break
+        wait = max(0.0, every_s - (clock() - start))
+        log.info("retrain: run %d finished; next run in %.0f s", done, wait)
+        sleep(wait)
+    return ok
