@@ -231,14 +231,18 @@ def measure(size: int, args) -> Result:
 
 # ------------------------------------------------------------------ report
 
+def _rate(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.0f}"
+
+
 def markdown_table(results: list[Result]) -> str:
     rows = ["| image px | model | batch P×K | timed steps | train s/step | train img/s "
             "| pipeline img/s | pipeline / train |",
             "|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
         rows.append(f"| {r.size} | {r.model} | {r.batch} = {r.batch_size} | {r.train_steps} "
-                    f"| {r.step_seconds:.3f} | {r.train_images_per_s:.1f} "
-                    f"| {r.pipeline_images_per_s:.0f} | {r.ratio:.1f}× |")
+                    f"| {r.step_seconds:.3f} | {_rate(r.train_images_per_s)} "
+                    f"| {_rate(r.pipeline_images_per_s)} | {r.ratio:.1f}× |")
     return "\n".join(rows)
 
 

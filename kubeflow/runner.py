@@ -171,9 +171,9 @@ def compile_pipeline(cfg: Config, image: str | None, output_path: str) -> dict:
     gets the bare ``PipelineSpec`` (what ``kfp.Client`` and the KFP UI upload read).
     The returned dict is always the ``PipelineJob``.
     """
+    image = resolve_image(cfg, image)  # before the slow TFX import
     from tfx import v1 as tfx
 
-    image = resolve_image(cfg, image)
     tfx_pipeline = create_kubeflow_pipeline(cfg)
     for warning in local_path_warnings(cfg):
         log.warning("kubeflow compile: %s", warning)

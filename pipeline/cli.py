@@ -17,6 +17,7 @@ from pipeline.config import ConfigError
 
 COMMAND_MODULES = (
     "pipeline.commands",
+    "pipeline.analysis",
     "serving.commands",
     "kubeflow.commands",
 )
@@ -62,4 +63,7 @@ class CliError(Exception):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Re-import so `python -m pipeline.cli` raises and catches the same CliError
+    # class as the commands (which import pipeline.cli, not __main__).
+    from pipeline.cli import main as _main
+    sys.exit(_main())

@@ -28,6 +28,12 @@ def register(subparsers) -> None:
     run.set_defaults(func=pipeline_run)
 
     p = subparsers.add_parser(
+        "demo", help="the whole product on sample data: pipeline via the tfx CLI, serving, search")
+    p.add_argument("--config", default=None,
+                   help="YAML config (default: configs/demo.yaml of the source tree)")
+    p.set_defaults(func=demo)
+
+    p = subparsers.add_parser(
         "retrain", help="rerun the pipeline on a schedule (newest data span each time)",
         description="Rerun the whole pipeline every INTERVAL. With data.file_pattern "
                     "'span-{SPAN}/*' each run ingests the newest span; the evaluator only "
@@ -75,3 +81,9 @@ def retrain(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     ok = retrain_every(cfg, every, args.max_runs)
     return 0 if args.max_runs is None or ok == args.max_runs else 1
+
+
+def demo(args: argparse.Namespace) -> int:
+    from pipeline.config import DEMO_FILE
+    from pipeline.demo import run_demo
+    return run_demo(args.config or str(DEMO_FILE))

@@ -389,7 +389,8 @@ def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
             if field.name not in values:
                 raise ConfigError(f"{source}: missing key '{dotted}'")
             value = _coerce(values[field.name], field_hints[field.name], dotted, source)
-            if field.metadata.get("path") and value:
+            if field.metadata.get("path") and value and "://" not in value:
+                # Local paths become absolute; URLs (gs://, s3://, hdfs://) stay as they are.
                 value = os.path.expanduser(value)
                 if not os.path.isabs(value):
                     value = str((base_dir or Path.cwd()) / value)

@@ -71,3 +71,10 @@ def test_split_of_class_holds_out_the_last_training_classes():
     assert data.split_of_class(91) == "valid" and data.split_of_class(98) == "valid"
     assert data.split_of_class(99) == "eval" and data.split_of_class(196) == "eval"
     assert data.num_train_classes == 90
+
+
+def test_remote_storage_urls_are_kept_as_is():
+    cfg = load_config(None, {"data": {"source_dir": "gs://bucket/cars196"},
+                             "pipeline": {"serving_dir": "s3://models/serving"}})
+    assert cfg.data.source_dir == "gs://bucket/cars196"
+    assert cfg.pipeline.serving_dir == "s3://models/serving"

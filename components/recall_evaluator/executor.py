@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from tfx.dsl.components.base import base_executor
+from tfx.components.evaluator import executor as stock_evaluator
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
@@ -76,7 +76,14 @@ def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, 
                 "distances": distance.tolist()})
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(stock_evaluator.Executor):
+    """Replaces the stock Evaluator's Do entirely.
+
+    Subclassing the stock executor (rather than BaseExecutor) matters on
+    Kubeflow V2: its container rewrites ``current_model_id`` to the managed
+    MLMD artifact name only for Evaluator executors, and
+    LatestBlessedModelStrategy resolves the baseline through that property.
+    """
 
     def Do(self, input_dict, output_dict, exec_properties):
         from components.recall_evaluator import metrics

@@ -1,0 +1,163 @@
+"""`cgd demo`: the whole product on generated data, end to end.
+
+1. sample Cars196 archives (if the source directory lacks them),
+2. the full pipeline through the tfx CLI on the local orchestrator,
+3. the embedded TF-Serving-compatible server on the pushed model,
+4. gRPC embedding requests and a gallery search,
+5. a summary: Recall@K table, blessing verdict, served version, ranking picture.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.config import CARS196_FILES, Config, load_config
+
+log = logging.getLogger("cgd.demo")
+LOCAL_RUNNER = Path(__file__).with_name("local_runner.py")
+# Lines of the tfx CLI's output worth showing live (the rest goes to the log file).
+PROGRESS = re.compile(
+    r"Component \S+ is (running|finished)|A cached execution|Cars196ExampleGen: |"
+    r"epoch \d+/\d+|validation Recall@1|restored the best|RecallEvaluator: |exported SavedModel|"
+    r"Pipeline .* (created|updated)|Error|Traceback")
+
+
+def tfx_command(*args: str) -> list[str]:
+    """The tfx CLI of this environment (the one installed beside this Python)."""
+    tfx = Path(sys.executable).with_name("tfx")
+    return [str(tfx) if tfx.exists() else "tfx", *args]
+
+
+def tfx_home(cfg: Config) -> str:
+    return os.path.join(os.path.dirname(cfg.pipeline.root), "tfx_home")
+
+
+def run_tfx_cli(cfg: Config, config_path: str, log_path: str) -> None:
+    """`tfx pipeline create|update` then `tfx run create`, local engine, progress shown."""
+    env = dict(os.environ, CGD_CONFIG=os.path.abspath(config_path), LOCAL_HOME=tfx_home(cfg),
+               TF_USE_LEGACY_KERAS="1")
+    exists = os.path.exists(os.path.join(tfx_home(cfg), cfg.pipeline.name))
+    steps = [
+        tfx_command("pipeline", "update" if exists else "create", "--engine", "local",
+                    "--pipeline_path", str(LOCAL_RUNNER)),
+        tfx_command("run", "create", "--engine", "local", "--pipeline_name", cfg.pipeline.name),
+    ]
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a") as log_file:
+        for command in steps:
+            log.info("$ %s", " ".join(command[-6:]))
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
+            for line in proc.stdout:
+                log_file.write(line)
+                if PROGRESS.search(line):
+                    print("   ", line.rstrip()[-160:], flush=True)
+            if proc.wait() != 0:
+                raise RuntimeError(f"{' '.join(command)} failed (exit {proc.returncode}); "
+                                   f"see {log_path}")
+
+
+def ensure_sample_data(cfg: Config) -> None:
+    source = cfg.data.source_dir
+    if all(os.path.exists(os.path.join(source, f)) for f in CARS196_FILES):
+        log.info("using the Cars196 files in %s", source)
+        return
+    from components.cars196.sample_data import make_sample_data
+    classes = max(cfg.data.train_classes[1], cfg.data.eval_classes[1])
+    log.info("writing sample Cars196 archives (%d classes) to %s", classes, source)
+    make_sample_data(source, num_classes=classes, images_per_class=10, seed=0, corrupt=2)
+
+
+def latest_dir(parent: str) -> str | None:
+    if not os.path.isdir(parent):
+        return None
+    numeric = [d for d in os.listdir(parent) if d.isdigit()]
+    return os.path.join(parent, max(numeric, key=int)) if numeric else None
+
+
+def gallery_and_queries(cfg: Config, work: str) -> tuple[str, list[tuple[str, int]]]:
+    """Gallery = TFDS-test images of the eval classes; queries = TFDS-train images of them."""
+    from components.cars196 import tfds_source
+    gallery = os.path.join(work, "gallery")
+    shutil.rmtree(gallery, ignore_errors=True)
+    os.makedirs(gallery)
+    queries = []
+    for record in tfds_source.iter_records(cfg.data.source_dir, os.path.join(work, "parse")):
+        if cfg.data.split_of_class(record["class_id"] + 1) != "eval":
+            continue
+        name = f"class{record['class_id'] + 1:03d}_{os.path.basename(record['image_path'])}"
+        if record["tfds_split"] == "test":
+            shutil.copy(record["image_path"], os.path.join(gallery, name))
+        elif len(queries) < 3 and all(c != record["class_id"] + 1 for _, c in queries):
+            queries.append((record["image_path"], record["class_id"] + 1))
+    return gallery, queries
+
+
+def run_demo(config_path: str) -> int:
+    started = time.monotonic()
+    cfg = load_config(config_path)
+    work = os.path.dirname(cfg.pipeline.root)
+    print(f"==> 1/5 data: {cfg.data.source_dir}", flush=True)
+    ensure_sample_data(cfg)
+
+    print(f"==> 2/5 pipeline {cfg.pipeline.name} through the tfx CLI (local orchestrator); "
+          f"full log: {work}/logs/tfx.log", flush=True)
+    run_tfx_cli(cfg, config_path, os.path.join(work, "logs", "tfx.log"))
+
+    root = os.path.join(cfg.pipeline.root, cfg.pipeline.name)
+    evaluation = latest_dir(os.path.join(root, "RecallEvaluator", "evaluation"))
+    metrics = json.load(open(os.path.join(evaluation, "metrics.json"))) if evaluation else {}
+    model_dir = os.path.join(cfg.pipeline.serving_dir, cfg.serving.model_name)
+    if not latest_dir(model_dir):
+        print(f"no model has been pushed to {model_dir}: {metrics.get('reason', '?')}")
+        return 1
+
+    print(f"==> 3/5 serving {model_dir} (embedded TF-Serving-compatible server)", flush=True)
+    from serving.client import EmbeddingClient
+    from serving.index import build_index
+    from serving.server import ModelServer
+    with ModelServer(cfg.pipeline.serving_dir, cfg.serving.model_name, host="127.0.0.1",
+                     grpc_port=0, rest_port=0, poll_seconds=1.0) as server:
+        print(f"    gRPC {server.grpc_target}, REST {server.rest_url}", flush=True)
+        with EmbeddingClient(server.grpc_target, cfg.serving.model_name, timeout_s=60) as client:
+            status = client.model_status()
+            gallery, queries = gallery_and_queries(cfg, work)
+            print(f"==> 4/5 gRPC embedding requests for {len(queries)} query images", flush=True)
+            embeddings = client.embed_files([path for path, _ in queries])
+            for (path, class_id), e in zip(queries, embeddings):
+                print(f"    {os.path.basename(path)} (class {class_id}): embedding dim "
+                      f"{e.shape[0]}, norm {float((e ** 2).sum()) ** 0.5:.4f}, "
+                      f"served by version {client.last_model_version}")
+            print(f"==> 5/5 gallery index of {gallery} and a search", flush=True)
+            report = build_index(client, gallery)
+            report.index.save(os.path.join(work, "gallery.index.npz"))
+            query_path, query_class = queries[0]
+            hits = report.index.search(embeddings[0], k=8)
+            print(f"    query {os.path.basename(query_path)} (class {query_class}); top 8 of "
+                  f"{len(report.index)} gallery images ({len(report.skipped)} unreadable skipped):")
+            for rank, (_, distance, path) in enumerate(hits, 1):
+                same = os.path.basename(path).startswith(f"class{query_class:03d}_")
+                print(f"    {rank}. {distance:.4f}  {os.path.basename(path)}"
+                      f"{'  <- same class' if same else ''}")
+
+    candidate = metrics.get("candidate", {})
+    print("\n==> summary")
+    print("    " + "  ".join(f"{k:>9}" for k in candidate if k.startswith("recall@"))
+          + f"  {'MAP@R':>7}  {'NMI':>6}")
+    print("    " + "  ".join(f"{v:9.4f}" for k, v in candidate.items() if k.startswith("recall@"))
+          + f"  {candidate.get('map@r', float('nan')):7.4f}  {candidate.get('nmi', float('nan')):6.4f}")
+    print(f"    verdict: {metrics.get('reason')}")
+    print(f"    served: model '{cfg.serving.model_name}' version "
+          f"{status[0]['version'] if status else '?'} from {model_dir}")
+    print(f"    ranking picture: {os.path.join(evaluation, 'rankings.png')} "
+          f"(and rankings.html)")
+    print(f"    finished in {time.monotonic() - started:.0f} s")
+    return 0
