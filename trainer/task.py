@@ -186,6 +186,8 @@ def train(cfg: Config, train_files, valid_files, model_run_dir: str,
     validation = ValidationRecall(valid_set, t.early_stopping_patience)
     callbacks = [validation, tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)]
     if backup_dir:
+        if tf.io.gfile.exists(backup_dir) and tf.io.gfile.listdir(backup_dir):
+            log.info("resuming an interrupted training from the checkpoint in %s", backup_dir)
         # Saved every epoch, restored on restart, removed when training completes.
         callbacks.append(tf_keras.callbacks.BackupAndRestore(backup_dir))
     model.fit(dataset, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from tfx import types
-from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
@@ -35,9 +35,11 @@ class RecallEvaluatorSpec(types.ComponentSpec):
     }
 
 
-class RecallEvaluator(base_component.BaseComponent):
+class RecallEvaluator(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = RecallEvaluatorSpec
-    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+    # A Beam executor spec because the executor subclasses the stock Evaluator's
+    # (see executor.Executor); the metrics themselves do not use Beam.
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, examples, model, config: dict, baseline_model=None,
                  eval_split: str = "eval"):

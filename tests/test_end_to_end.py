@@ -1,0 +1,163 @@
+"""The whole pipeline end to end on generated data.
+
+- through the tfx CLI (`tfx pipeline create` / `tfx run create`, local engine,
+  ML Metadata on SQLite): a run killed mid-training restarts and finishes,
+  resuming from its checkpoint; a rerun with nothing changed is served from
+  the cache and pushes nothing new;
+- scheduled retraining on new data spans: a worse model is not pushed and
+  serving keeps the old version; a better one is pushed and served.
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from components.cars196.sample_data import make_sample_data
+from tests.conftest import SAMPLE, small_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TFX = os.path.join(os.path.dirname(sys.executable), "tfx")
+
+
+def versions(serving_dir, model="cgd"):
+    path = os.path.join(serving_dir, model)
+    return sorted(int(v) for v in os.listdir(path)) if os.path.isdir(path) else []
+
+
+def newest_metrics(cfg):
+    [evaluation] = sorted(glob.glob(os.path.join(
+        cfg.pipeline.root, cfg.pipeline.name, "RecallEvaluator", "evaluation", "*")),
+        key=lambda p: int(os.path.basename(p)))[-1:]
+    return json.load(open(os.path.join(evaluation, "metrics.json")))
+
+
+def tfx_cli(args, env, timeout=900):
+    return subprocess.run([TFX, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path):
+    cfg = small_config(tmp_path, sample_data.out_dir, pipeline={"name": "cgd-cli"})
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.to_dict()))
+    env = dict(os.environ, CGD_CONFIG=str(config_path), LOCAL_HOME=str(tmp_path / "tfx_home"),
+               TF_USE_LEGACY_KERAS="1")
+
+    created = tfx_cli(["pipeline", "create", "--engine", "local", "--pipeline_path",
+                       os.path.join(ROOT, "pipeline", "local_runner.py")], env)
+    assert created.returncode == 0, created.stderr[-3000:]
+    assert (tmp_path / "tfx_home" / "cgd-cli" / "pipeline_args.json").exists()
+
+    # 1. A run killed in the middle of training.
+    proc = subprocess.Popen([TFX, "run", "create", "--engine", "local", "--pipeline_name",
+                             "cgd-cli"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    killed_at = None
+    deadline = time.monotonic() + 900
+    for line in proc.stdout:
+        if "epoch 2/" in line:  # a checkpoint of epoch 1-2 exists, training goes on
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_at = line
+            break
+        assert time.monotonic() < deadline, "training never started"
+    proc.wait(timeout=60)
+    assert killed_at, "the run finished before it could be killed"
+    assert versions(cfg.pipeline.serving_dir) == []
+
+    # 2. Started again: finishes, resuming the interrupted training.
+    rerun = tfx_cli(["run", "create", "--engine", "local", "--pipeline_name", "cgd-cli"], env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    output = rerun.stdout + rerun.stderr
+    assert "resuming an interrupted training" in output
+    assert len(versions(cfg.pipeline.serving_dir)) == 1
+    first = newest_metrics(cfg)
+    assert first["blessed"] and "first model" in first["reason"]
+    _assert_live_artifacts_are_complete(cfg)
+
+    # 3. Nothing changed: everything up to the Trainer comes from the cache, and
+    #    the model already in production is not pushed again.
+    again = tfx_cli(["run", "create", "--engine", "local", "--pipeline_name", "cgd-cli"], env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    output = again.stdout + again.stderr
+    assert output.count("A cached execution") >= 6
+    assert "validation Recall@1" not in output  # no training happened
+    assert len(versions(cfg.pipeline.serving_dir)) == 1
+    assert "ALREADY SERVING" in newest_metrics(cfg)["reason"]
+
+
+def _assert_live_artifacts_are_complete(cfg):
+    """Every artifact ML Metadata marks LIVE has its files; the killed outputs are not LIVE."""
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(
+        cfg.pipeline.metadata_path))
+    live = [a for a in store.get_artifacts() if a.state == a.LIVE]
+    assert live
+    for artifact in live:
+        if artifact.uri.startswith(cfg.pipeline.root):
+            assert os.path.exists(artifact.uri) and os.listdir(artifact.uri), artifact.uri
+    models = [a for a in live if "/Trainer/model/" in a.uri]
+    for model in models:
+        assert glob.glob(os.path.join(model.uri, "Format-Serving", "saved_model.pb"))
+
+
+def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(tmp_path):
+    from pipeline.cli import main as cgd
+    from pipeline.run import run_local
+    from serving.client import EmbeddingClient
+    from serving.server import ModelServer
+
+    source = tmp_path / "cars196"
+    make_sample_data(source / "span-1", **dict(SAMPLE, seed=11))
+    cfg = small_config(tmp_path, source, pipeline={"name": "cgd-retrain"},
+                       data={"file_pattern": "span-{SPAN}/*"},
+                       evaluator={"baseline_tolerance": 0.0})
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.to_dict()))
+
+    # Run 1 through the retrain command (one run): the first model is pushed.
+    assert cgd(["retrain", "--config", str(config_path), "--every", "1s",
+                "--max-runs", "1"]) == 0
+    [v1] = versions(cfg.pipeline.serving_dir)
+    with ModelServer(cfg.pipeline.serving_dir, "cgd", grpc_port=0, rest_port=None,
+                     poll_seconds=0.5) as server, \
+            EmbeddingClient(server.grpc_target, "cgd", timeout_s=60) as client:
+        image = open(_probe(source, tmp_path), "rb").read()
+        client.embed_bytes([image])
+        assert client.last_model_version == v1
+
+        # Run 2 on a new span, with a model trained badly: not pushed, v1 still served.
+        make_sample_data(source / "span-2", **dict(SAMPLE, seed=12))
+        run_local(cfg.replace(trainer={"epochs": 1, "steps_per_epoch": 1,
+                                       "learning_rate": 1e-9}))
+        worse = newest_metrics(cfg)
+        assert not worse["blessed"], worse["reason"]
+        assert "below the blessed baseline" in worse["reason"]
+        assert worse["candidate"]["recall@1"] < worse["baseline"]["recall@1"]
+        assert versions(cfg.pipeline.serving_dir) == [v1]
+        client.embed_bytes([image])
+        assert client.last_model_version == v1
+
+        # Run 3 on the next span, trained longer: pushed, and the server switches.
+        make_sample_data(source / "span-3", **dict(SAMPLE, seed=13))
+        run_local(cfg.replace(trainer={"epochs": 6}))
+        better = newest_metrics(cfg)
+        assert better["blessed"], better
+        assert better["candidate"]["recall@1"] >= better["baseline"]["recall@1"]
+        new_versions = versions(cfg.pipeline.serving_dir)
+        assert len(new_versions) == 2 and new_versions[0] == v1
+        server.wait_for_version(new_versions[1], timeout_s=60)
+        client.embed_bytes([image])
+        assert client.last_model_version == new_versions[1]
+
+
+def _probe(source, tmp_path):
+    import tarfile
+    with tarfile.open(source / "span-1" / "cars_test.tgz") as tar:
+        tar.extract("cars_test/00001.jpg", tmp_path)
+    return str(tmp_path / "cars_test" / "00001.jpg")
