@@ -91,19 +91,25 @@ def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path)
 
 
 def _assert_live_artifacts_are_complete(cfg):
-    """Every artifact ML Metadata marks LIVE has its files; the killed outputs are not LIVE."""
+    """LIVE artifacts all come from completed executions; the killed one published nothing."""
     from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
     from tfx.orchestration import metadata
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(
         cfg.pipeline.metadata_path))
-    live = [a for a in store.get_artifacts() if a.state == a.LIVE]
-    assert live
-    for artifact in live:
-        if artifact.uri.startswith(cfg.pipeline.root):
-            assert os.path.exists(artifact.uri) and os.listdir(artifact.uri), artifact.uri
-    models = [a for a in live if "/Trainer/model/" in a.uri]
-    for model in models:
-        assert glob.glob(os.path.join(model.uri, "Format-Serving", "saved_model.pb"))
+    executions = {e.id: e for e in store.get_executions()}
+    done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+    unfinished = [e for e in executions.values() if e.last_known_state not in done]
+    assert unfinished, "the killed execution should be recorded as not complete"
+    live = {a.id: a for a in store.get_artifacts() if a.state == a.LIVE}
+    for event in store.get_events_by_artifact_ids(list(live)):
+        if event.type == metadata_store_pb2.Event.OUTPUT:
+            assert executions[event.execution_id].last_known_state in done, live[event.artifact_id]
+    unfinished_outputs = [ev.artifact_id for ev in store.get_events_by_execution_ids(
+        [e.id for e in unfinished]) if ev.type == metadata_store_pb2.Event.OUTPUT]
+    assert not set(unfinished_outputs) & set(live)
+    for model in (a for a in live.values() if "/Trainer/model/" in a.uri):
+        assert os.path.exists(os.path.join(model.uri, "Format-Serving", "saved_model.pb"))
 
 
 def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(tmp_path):
