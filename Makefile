@@ -32,6 +32,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/train_step.py --quick
+	$(PY) benchmarks/serving.py --quick
+	$(PY) benchmarks/recall.py --quick
 
 clean:
 	rm -rf $(VENV) out

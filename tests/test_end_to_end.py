@@ -18,7 +18,7 @@ import time
 import yaml
 
 from components.cars196.sample_data import make_sample_data
-from tests.conftest import SAMPLE, small_config
+from tests.conftest import SAMPLE, latest_output, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TFX = os.path.join(os.path.dirname(sys.executable), "tfx")
@@ -30,9 +30,7 @@ def versions(serving_dir, model="cgd"):
 
 
 def newest_metrics(cfg):
-    [evaluation] = sorted(glob.glob(os.path.join(
-        cfg.pipeline.root, cfg.pipeline.name, "RecallEvaluator", "evaluation", "*")),
-        key=lambda p: int(os.path.basename(p)))[-1:]
+    evaluation = latest_output(cfg, "RecallEvaluator", "evaluation")
     return json.load(open(os.path.join(evaluation, "metrics.json")))
 
 
@@ -42,7 +40,10 @@ def tfx_cli(args, env, timeout=900):
 
 
 def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path):
-    cfg = small_config(tmp_path, sample_data.out_dir, pipeline={"name": "cgd-cli"})
+    # Beam components on the DirectRunner in multi-processing mode, as configured by default.
+    cfg = small_config(tmp_path, sample_data.out_dir, pipeline={
+        "name": "cgd-cli",
+        "beam_args": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]})
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.to_dict()))
     env = dict(os.environ, CGD_CONFIG=str(config_path), LOCAL_HOME=str(tmp_path / "tfx_home"),
@@ -77,6 +78,12 @@ def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path)
     assert len(versions(cfg.pipeline.serving_dir)) == 1
     first = newest_metrics(cfg)
     assert first["blessed"] and "first model" in first["reason"]
+    evaluation = latest_output(cfg, "RecallEvaluator", "evaluation")
+    for name in ("metrics.json", "verdict.txt", "rankings.png", "rankings.html"):
+        assert os.path.getsize(os.path.join(evaluation, name)) > 0, name
+    assert os.path.exists(os.path.join(latest_output(cfg, "RecallEvaluator", "blessing"), "BLESSED"))
+    assert set(first["candidate"]) >= {"recall@1", "recall@2", "recall@4", "recall@8",
+                                       "map@r", "nmi"}
     _assert_live_artifacts_are_complete(cfg)
 
     # 3. Nothing changed: everything up to the Trainer comes from the cache, and
