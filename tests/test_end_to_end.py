@@ -75,6 +75,7 @@ def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     output = rerun.stdout + rerun.stderr
     assert "resuming an interrupted training" in output
+    assert "resumed model selection" in output  # epochs before the kill still count
     assert len(versions(cfg.pipeline.serving_dir)) == 1
     first = newest_metrics(cfg)
     assert first["blessed"] and "first model" in first["reason"]
@@ -129,7 +130,7 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
     make_sample_data(source / "span-1", **dict(SAMPLE, seed=11))
     cfg = small_config(tmp_path, source, pipeline={"name": "cgd-retrain"},
                        data={"file_pattern": "span-{SPAN}/*"},
-                       evaluator={"baseline_tolerance": 0.0})
+                       evaluator={"baseline_tolerance": 0.05})
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.to_dict()))
 
@@ -151,7 +152,7 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
         worse = newest_metrics(cfg)
         assert not worse["blessed"], worse["reason"]
         assert "below the blessed baseline" in worse["reason"]
-        assert worse["candidate"]["recall@1"] < worse["baseline"]["recall@1"]
+        assert worse["candidate"]["recall@1"] < worse["baseline"]["recall@1"] - 0.05
         assert versions(cfg.pipeline.serving_dir) == [v1]
         client.embed_bytes([image])
         assert client.last_model_version == v1
@@ -161,7 +162,7 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
         run_local(cfg.replace(trainer={"epochs": 6}))
         better = newest_metrics(cfg)
         assert better["blessed"], better
-        assert better["candidate"]["recall@1"] >= better["baseline"]["recall@1"]
+        assert better["candidate"]["recall@1"] >= better["baseline"]["recall@1"] - 0.05
         new_versions = versions(cfg.pipeline.serving_dir)
         assert len(new_versions) == 2 and new_versions[0] == v1
         server.wait_for_version(new_versions[1], timeout_s=60)

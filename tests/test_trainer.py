@@ -89,3 +89,28 @@ def test_validation_split_is_never_the_eval_classes(data_pipeline):
     assert "valid" in str(eval_args) and "eval" not in str(eval_args).replace("EvalArgs", "")
     data = sampler.load_image_set(split_files(data_pipeline, "valid"), 32)
     assert {data_pipeline.data.split_of_class(int(c) + 1) for c in data.labels} == {"valid"}
+
+
+def test_model_selection_state_survives_a_restart(data_pipeline, tmp_path):
+    """A resumed run keeps the best epoch found before the interruption."""
+    cfg = data_pipeline.replace(trainer={"epochs": 1, "steps_per_epoch": 2})
+    state = str(tmp_path / "selection")
+    valid = sampler.load_image_set(split_files(cfg, "valid"), cfg.transform.image_size)
+    model = task.build_model(cfg.trainer, cfg.data.num_train_classes, cfg.transform.image_size)
+    first = task.ValidationRecall(valid, patience=0, state_dir=state)
+    first.set_model(model)
+    first.set_params({"epochs": 1})
+    first.on_train_begin()
+    first.on_epoch_end(0, {})
+    assert os.path.exists(os.path.join(state, "best.json"))
+    # Another process resumes: the best epoch and its weights come back from disk.
+    model.set_weights([w * 0 for w in model.get_weights()])
+    second = task.ValidationRecall(valid, patience=0, state_dir=state)
+    second.set_model(model)
+    second.on_train_begin()
+    assert (second.best, second.best_epoch, second.history) == (
+        first.best, first.best_epoch, first.history)
+    second.on_train_end()
+    for restored, saved in zip(model.get_weights(), first.best_weights):
+        np.testing.assert_array_equal(restored, saved)
+    assert not os.path.exists(state)  # finished: nothing left to resume

@@ -10,6 +10,7 @@ the model run directory; exports the serving SavedModel.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -91,14 +92,18 @@ class ValidationRecall(tf_keras.callbacks.Callback):
     """Recall@1 on the held-out classes each epoch; keeps the best weights, stops early.
 
     Selection uses only the 'valid' split (training classes held out from the
-    classification head), never the eval classes.
+    classification head), never the eval classes. With ``state_dir`` the best
+    epoch so far (weights, Recall@1, history) is saved there as it improves, so a
+    resumed run still selects among the epochs trained before the interruption.
     """
 
-    def __init__(self, valid: sampler.ImageSet, patience: int, batch_size: int = 64):
+    def __init__(self, valid: sampler.ImageSet, patience: int, batch_size: int = 64,
+                 state_dir: str | None = None):
         super().__init__()
         self.valid = valid
         self.patience = patience
         self.batch_size = batch_size
+        self.state_dir = state_dir
         self.best = -1.0
         self.best_epoch = -1
         self.best_weights = None
@@ -110,7 +115,42 @@ class ValidationRecall(tf_keras.callbacks.Callback):
                                         batch_size=self.batch_size, verbose=0)["embedding"]
         return float(recall_at_k(embeddings, self.valid.labels, ks=(1,))[1])
 
+    def _state_files(self):
+        return (os.path.join(self.state_dir, "best.json"),
+                os.path.join(self.state_dir, "best_weights.npz"))
+
+    def _save_state(self):
+        if not self.state_dir or not is_chief():
+            return
+        meta, weights = self._state_files()
+        tf.io.gfile.makedirs(self.state_dir)
+        buffer = io.BytesIO()  # zip needs a seekable file; GFile is write-only
+        np.savez(buffer, *self.best_weights)
+        with tf.io.gfile.GFile(weights + ".partial", "wb") as f:
+            f.write(buffer.getvalue())
+        tf.io.gfile.rename(weights + ".partial", weights, overwrite=True)
+        with tf.io.gfile.GFile(meta, "w") as f:  # written last: marks the state complete
+            json.dump({"best": self.best, "best_epoch": self.best_epoch,
+                       "history": self.history, "untrained": self.untrained}, f)
+
+    def _load_state(self) -> bool:
+        if not self.state_dir or not tf.io.gfile.exists(self._state_files()[0]):
+            return False
+        meta, weights = self._state_files()
+        with tf.io.gfile.GFile(meta) as f:
+            state = json.load(f)
+        with tf.io.gfile.GFile(weights, "rb") as f:
+            arrays = np.load(io.BytesIO(f.read()))
+        self.best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.history, self.untrained = state["history"], state["untrained"]
+        log.info("resumed model selection: best epoch %d so far (validation Recall@1 %.4f)",
+                 self.best_epoch + 1, self.best)
+        return True
+
     def on_train_begin(self, logs=None):
+        if self._load_state():
+            return
         self.untrained = self.recall_at_1()
         log.info("validation Recall@1 before training: %.4f (%d images)", self.untrained,
                  len(self.valid))
@@ -124,6 +164,7 @@ class ValidationRecall(tf_keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch = r1, epoch
             self.best_weights = self.model.get_weights()
+            self._save_state()
         log.info("epoch %d/%d: loss %.4f, validation Recall@1 %.4f%s", epoch + 1,
                  self.params.get("epochs", 0), (logs or {}).get("loss", float("nan")), r1,
                  " (best)" if improved else "")
@@ -136,6 +177,8 @@ class ValidationRecall(tf_keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
             log.info("restored the best epoch %d (validation Recall@1 %.4f)",
                      self.best_epoch + 1, self.best)
+        if self.state_dir and is_chief() and tf.io.gfile.exists(self.state_dir):
+            tf.io.gfile.rmtree(self.state_dir)  # training finished: nothing to resume
 
 
 def checkpoint_dir(root: str, cfg: Config, train_files) -> str:
@@ -183,7 +226,8 @@ def train(cfg: Config, train_files, valid_files, model_run_dir: str,
             loss={"embedding": losses.ranking_loss_from_config(t),
                   "logits": classification_loss(num_classes, t.label_smoothing)},
             loss_weights={"embedding": 1.0, "logits": t.classification_loss_weight})
-    validation = ValidationRecall(valid_set, t.early_stopping_patience)
+    validation = ValidationRecall(valid_set, t.early_stopping_patience,
+                                  state_dir=backup_dir and backup_dir + "-selection")
     callbacks = [validation, tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)]
     if backup_dir:
         if tf.io.gfile.exists(backup_dir) and tf.io.gfile.listdir(backup_dir):
