@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from serving import standin
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "serving" / "deploy"
 SIZE, DIM = 32, 16
@@ -41,36 +43,7 @@ CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
 
 def write_stand_in_model(export_dir, seed: int) -> None:
     """A SavedModel with the trainer's signatures; ``seed`` picks the projection."""
-    import tensorflow as tf
-
-    class StandIn(tf.Module):
-        def __init__(self):
-            super().__init__()
-            rng = np.random.RandomState(seed)
-            self.w = tf.Variable(rng.randn(SIZE * SIZE * 3, DIM).astype(np.float32),
-                                 trainable=False)
-
-        def _embed(self, x):
-            x = tf.reshape(x / 255.0, [-1, SIZE * SIZE * 3])
-            return {"embedding": tf.math.l2_normalize(tf.matmul(x, self.w), axis=1)}
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-        def serve_images(self, images):
-            def one(data):
-                image = tf.io.decode_image(data, channels=3, expand_animations=False)
-                return tf.image.resize(tf.cast(image, tf.float32), [SIZE, SIZE])
-            x = tf.map_fn(one, images,
-                          fn_output_signature=tf.TensorSpec([SIZE, SIZE, 3], tf.float32))
-            return self._embed(x)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                    name="pixels")])
-        def serve_pixels(self, pixels):
-            return self._embed(tf.image.resize(tf.cast(pixels, tf.float32), [SIZE, SIZE]))
-
-    module = StandIn()
-    tf.saved_model.save(module, str(export_dir), signatures={
-        "serving_default": module.serve_images, "pixels": module.serve_pixels})
+    standin.write_stand_in_model(str(export_dir), size=SIZE, dim=DIM, seed=seed)
 
 
 def push_like_pusher(src: Path, dst: Path, pause_s: float = 0.0) -> None:
