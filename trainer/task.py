@@ -203,6 +203,9 @@ def train(cfg: Config, train_files, valid_files, model_run_dir: str,
              len(train_set), len(np.unique(train_set.labels)), len(valid_set),
              len(np.unique(valid_set.labels)))
     policy = set_precision(cfg.trainer.mixed_precision)
+    if cfg.trainer.freeze_batchnorm and cfg.trainer.backbone_weights == "none":
+        log.warning("trainer.freeze_batchnorm with a randomly initialised backbone freezes "
+                    "identity BatchNorm statistics; it is meant for pretrained weights")
     log.info("strategy %s with %d replica(s), precision %s", type(strategy).__name__,
              strategy.num_replicas_in_sync, policy)
     t = cfg.trainer
