@@ -36,7 +36,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# `python -m pipeline.cli` would make pipeline.cli `__main__` (two CliError classes).
+# The installed `cgd` entry point, run with this interpreter.
 CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
 
 import numpy as np  # noqa: E402

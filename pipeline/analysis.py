@@ -107,12 +107,13 @@ def resolve_examples_dir(cfg, examples: str | None) -> str:
         if not os.path.isdir(examples):
             raise _error(f"examples directory {examples} does not exist")
         return examples
-    parent = os.path.join(cfg.pipeline.root, cfg.pipeline.name, "Cars196ExampleGen", "examples")
-    runs = [d for d in os.listdir(parent) if d.isdigit()] if os.path.isdir(parent) else []
-    if not runs:
-        raise _error(f"no ingested examples under {parent}: run the pipeline first "
-                     f"(cgd pipeline run) or pass --examples")
-    return os.path.join(parent, max(runs, key=int))
+    from pipeline.artifacts import newest_output, output_parent
+    newest = newest_output(cfg, "Cars196ExampleGen", "examples")
+    if newest is None:
+        raise _error(f"no ingested examples under "
+                     f"{output_parent(cfg, 'Cars196ExampleGen', 'examples')}: run the pipeline "
+                     f"first (cgd pipeline run) or pass --examples")
+    return newest
 
 
 def _load(args):

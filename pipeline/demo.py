@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.artifacts import newest_numbered_dir, newest_output
 from pipeline.config import CARS196_FILES, Config, load_config
 
 log = logging.getLogger("cgd.demo")
@@ -76,13 +77,6 @@ def ensure_sample_data(cfg: Config) -> None:
     make_sample_data(source, num_classes=classes, images_per_class=10, seed=0, corrupt=2)
 
 
-def latest_dir(parent: str) -> str | None:
-    if not os.path.isdir(parent):
-        return None
-    numeric = [d for d in os.listdir(parent) if d.isdigit()]
-    return os.path.join(parent, max(numeric, key=int)) if numeric else None
-
-
 def gallery_and_queries(cfg: Config, work: str) -> tuple[str, list[tuple[str, int]]]:
     """Gallery = TFDS-test images of the eval classes; queries = TFDS-train images of them."""
     from components.cars196 import tfds_source
@@ -112,11 +106,10 @@ def run_demo(config_path: str) -> int:
           f"full log: {work}/logs/tfx.log", flush=True)
     run_tfx_cli(cfg, config_path, os.path.join(work, "logs", "tfx.log"))
 
-    root = os.path.join(cfg.pipeline.root, cfg.pipeline.name)
-    evaluation = latest_dir(os.path.join(root, "RecallEvaluator", "evaluation"))
+    evaluation = newest_output(cfg, "RecallEvaluator", "evaluation")
     metrics = json.load(open(os.path.join(evaluation, "metrics.json"))) if evaluation else {}
     model_dir = os.path.join(cfg.pipeline.serving_dir, cfg.serving.model_name)
-    if not latest_dir(model_dir):
+    if not newest_numbered_dir(model_dir):
         print(f"no model has been pushed to {model_dir}: {metrics.get('reason', '?')}")
         return 1
 

@@ -42,9 +42,11 @@ def small_config(tmp_path, source_dir, **sections):
 
 
 def latest_output(cfg, component, output):
-    """URI of the newest artifact a component wrote (local pipeline root layout)."""
-    root = os.path.join(cfg.pipeline.root, cfg.pipeline.name, component, output)
-    return os.path.join(root, max(os.listdir(root), key=int))
+    """URI of the newest artifact a component wrote; fails the test if there is none."""
+    from pipeline.artifacts import newest_output
+    uri = newest_output(cfg, component, output)
+    assert uri, f"{component} wrote no {output} artifact"
+    return uri
 
 
 @pytest.fixture(scope="session")

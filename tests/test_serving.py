@@ -34,7 +34,7 @@ DEPLOY = ROOT / "serving" / "deploy"
 SIZE, DIM = 32, 16
 MODEL = "cgd"
 PNG_MAGIC = b"\x89PNG"
-# `python -m pipeline.cli` would make pipeline.cli `__main__` (two CliError classes).
+# The installed `cgd` entry point, run with this interpreter.
 CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
 
 
