@@ -23,6 +23,8 @@ setup(
         "tensorflow-serving-api",
         "kfp",
         "kfp-pipeline-spec",
+        # Its protos (KubernetesExecutorConfig) build the KFP platform spec: GPU node pool, volumes.
+        "kfp-kubernetes",
         "protobuf",
         "numpy",
         "pyarrow",

@@ -39,7 +39,8 @@ log = logging.getLogger("cgd")
 
 # Where kubeflow/Dockerfile puts the project (WORKDIR); keep the two in sync.
 IMAGE_PROJECT_DIR = "/opt/cgd"
-TRAINER_ID = "Trainer"
+TRAINER_ID, SCHEMA_GEN_ID = "Trainer", "ImportSchemaGen"
+EXAMPLE_GEN_ID, EVALUATOR_ID = "Cars196ExampleGen", "RecallEvaluator"
 # KubeflowV2DagRunner's rule for pipeline names (its own error message is garbled).
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
@@ -79,8 +80,10 @@ def parse_cpu(value: str, key: str = "kubeflow.cpu") -> float:
 def trainer_resources(cfg: Config):
     """The Trainer's ``ResourceSpec``: GPUs (accelerator type/count), memory and CPU limits.
 
-    The accelerator type is the Kubernetes resource name (``kubeflow.gpu_limit_resource``,
-    e.g. ``nvidia.com/gpu``), which the KFP backend puts under the pod's resource limits.
+    The accelerator type is written the way the target backend reads it: KFP's
+    driver puts it verbatim into the pod's resource limits (``kubeflow.gpu_limit_resource``,
+    e.g. ``nvidia.com/gpu``); Vertex AI wants its own accelerator names
+    (``kubeflow.vertex_accelerator``, e.g. ``NVIDIA_TESLA_T4``).
     Empty ``memory``/``cpu`` and ``gpus: 0`` leave that part unset; None if all are.
     """
     from kfp.pipeline_spec import pipeline_spec_pb2
@@ -92,11 +95,13 @@ def trainer_resources(cfg: Config):
     if k.cpu:
         spec.cpu_limit = parse_cpu(k.cpu)
     if k.gpus:
-        if not k.gpu_limit_resource:
-            raise KubeflowError(
-                "'kubeflow.gpu_limit_resource' must name the GPU resource (e.g. "
-                f"nvidia.com/gpu) when 'kubeflow.gpus' is {k.gpus}")
-        spec.accelerator.type = k.gpu_limit_resource
+        key, accelerator = (("kubeflow.vertex_accelerator", k.vertex_accelerator)
+                            if k.target == "vertex"
+                            else ("kubeflow.gpu_limit_resource", k.gpu_limit_resource))
+        if not accelerator:
+            raise KubeflowError(f"'{key}' must name the GPU type when 'kubeflow.gpus' is "
+                                f"{k.gpus} (kubeflow.target: {k.target})")
+        spec.accelerator.type = accelerator
         spec.accelerator.count = k.gpus
     return spec if spec.ByteSize() else None
 
@@ -111,6 +116,35 @@ def resolve_image(cfg: Config, image: str | None) -> str:
     return image
 
 
+# Pipeline-root schemes each backend's launcher accepts (KFP: launcher_v2.go, objectstore).
+ROOT_SCHEMES = {"kfp": ("gs://", "s3://", "minio://"), "vertex": ("gs://",)}
+
+
+def check_pipeline_root(cfg: Config) -> str:
+    root = cfg.kubeflow.pipeline_root
+    if not root:
+        raise KubeflowError("'kubeflow.pipeline_root' must be set (shared storage, e.g. "
+                            "gs://BUCKET/cgd): every step reads and writes artifacts there")
+    schemes = ROOT_SCHEMES[cfg.kubeflow.target]
+    if not root.startswith(schemes):
+        raise KubeflowError(
+            f"'kubeflow.pipeline_root' {root!r}: kubeflow.target {cfg.kubeflow.target} stores "
+            f"artifacts only on {', '.join(schemes)}")
+    return root
+
+
+def checkpoint_root(pipeline_root: str) -> str:
+    """Where the Trainer keeps epoch checkpoints to resume a restarted pod, or "" for none.
+
+    Only on gs://, which ``tf.io.gfile`` writes directly: on minio:// and s3:// a
+    step sees only the launcher's local copies of its artifacts, and checkpoints
+    are not artifacts, so a restarted pod would not find them anyway.
+    """
+    if pipeline_root.startswith("gs://"):
+        return pipeline_root.rstrip("/") + "/Trainer/.checkpoints"
+    return ""
+
+
 def create_kubeflow_pipeline(cfg: Config):
     """``create_pipeline`` with the Kubeflow root, Beam args, metadata, schema and resources."""
     from pipeline import definition
@@ -120,14 +154,12 @@ def create_kubeflow_pipeline(cfg: Config):
         raise KubeflowError(
             f"'pipeline.name' {name!r} is not a valid Kubeflow pipeline name: use lowercase "
             "letters, digits and '-', starting with a letter or digit, at most 128 characters")
-    if not cfg.kubeflow.pipeline_root:
-        raise KubeflowError("'kubeflow.pipeline_root' must be set (shared storage, e.g. "
-                            "gs://BUCKET/cgd): every step reads and writes artifacts there")
+    root = check_pipeline_root(cfg)
     tfx_pipeline = definition.create_pipeline(
         cfg, beam_pipeline_args=list(cfg.kubeflow.beam_args),
-        root=cfg.kubeflow.pipeline_root, local_metadata=False)
+        root=root, local_metadata=False, checkpoint_root=checkpoint_root(root))
     by_id = {c.id: c for c in tfx_pipeline.components}
-    missing = {TRAINER_ID, "ImportSchemaGen"} - set(by_id)
+    missing = {TRAINER_ID, SCHEMA_GEN_ID, EXAMPLE_GEN_ID, EVALUATOR_ID} - set(by_id)
     if missing:  # a renamed component would silently lose its settings
         raise KubeflowError(
             f"pipeline has no component(s) {sorted(missing)}: update kubeflow/runner.py")
@@ -135,7 +167,7 @@ def create_kubeflow_pipeline(cfg: Config):
     if resources is not None:  # an empty spec would still compile to `resources: {}`
         by_id[TRAINER_ID].with_platform_config(resources)
     # The schema ships with the code: point at the copy inside the image, not this machine's.
-    by_id["ImportSchemaGen"].exec_properties["schema_file"] = image_path(definition.RAW_SCHEMA)
+    by_id[SCHEMA_GEN_ID].exec_properties["schema_file"] = image_path(definition.RAW_SCHEMA)
     return tfx_pipeline
 
 
@@ -164,26 +196,77 @@ def local_path_warnings(cfg: Config) -> list[str]:
     return found
 
 
-def compile_pipeline(cfg: Config, image: str | None, output_path: str) -> dict:
-    """Compile the pipeline for Kubeflow Pipelines into ``output_path``; return the parsed file.
+def platform_spec(cfg: Config, job: dict) -> dict:
+    """KFP's kubernetes platform spec (kfp-kubernetes protos): GPU node pool, volumes.
 
-    ``output_path`` ending in .json gets a ``PipelineJob`` (TFX's default); .yaml/.yml
-    gets the bare ``PipelineSpec`` (what ``kfp.Client`` and the KFP UI upload read).
-    The returned dict is always the ``PipelineJob``.
+    {} when nothing is set. Vertex AI has no such spec: it schedules by accelerator.
+    """
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
+
+    k = cfg.kubeflow
+    executors = {}
+    for label in job["pipelineSpec"]["deploymentSpec"]["executors"]:
+        config = k8s.KubernetesExecutorConfig()
+        for item in k.volumes:
+            claim, _, mount_path = item.partition(":")
+            config.pvc_mount.add(constant=claim, mount_path=mount_path)
+        if label == f"{TRAINER_ID}_executor":
+            for item in k.gpu_node_selector:
+                label_name, _, value = item.partition("=")
+                config.node_selector.labels[label_name] = value
+        if config.ByteSize():
+            executors[label] = json_format.MessageToDict(config)
+    if not executors:
+        return {}
+    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
+
+
+def compile_pipeline(cfg: Config, image: str | None, output_path: str) -> dict:
+    """Compile the pipeline for Kubeflow Pipelines into ``output_path``; return the PipelineJob.
+
+    TFX's KubeflowV2DagRunner compiles schema 2.1.0; kubeflow/kfp_compat.py then
+    makes the spec runnable on open-source KFP and Vertex AI. ``output_path``
+    ending in .json gets a ``PipelineJob`` (what Vertex AI takes); .yaml/.yml gets
+    the ``PipelineSpec``, followed by the kubernetes platform spec when
+    ``kubeflow.gpu_node_selector`` or ``kubeflow.volumes`` is set (what ``kfp``
+    writes and KFP's API server reads).
     """
     image = resolve_image(cfg, image)  # before the slow TFX import
+    import tempfile
+
+    import yaml
     from tfx import v1 as tfx
+
+    from kubeflow import kfp_compat
 
     tfx_pipeline = create_kubeflow_pipeline(cfg)
     for warning in local_path_warnings(cfg):
         log.warning("kubeflow compile: %s", warning)
+    yaml_output = output_path.endswith((".yaml", ".yml"))
+    with tempfile.TemporaryDirectory(prefix="cgd-compile-") as tmp:
+        runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+                default_image=image, use_pipeline_spec_2_1=True),
+            output_dir=tmp, output_filename="pipeline.json")
+        compiled = runner.run(tfx_pipeline)
+    job = kfp_compat.make_runnable(
+        compiled, example_gen_id=EXAMPLE_GEN_ID, evaluator_id=EVALUATOR_ID,
+        uses_version="{VERSION}" in cfg.data.file_pattern)
+    platform = platform_spec(cfg, job) if cfg.kubeflow.target == "kfp" else {}
+    if platform and not yaml_output:
+        raise KubeflowError(
+            "'kubeflow.gpu_node_selector' / 'kubeflow.volumes' go into KFP's platform spec, "
+            "which only the YAML package carries: use --output pipeline.yaml")
     output_path = os.path.abspath(output_path)
     os.makedirs(os.path.dirname(output_path), exist_ok=True)
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=os.path.dirname(output_path),
-        output_filename=os.path.basename(output_path))
-    return runner.run(tfx_pipeline)
+    with open(output_path, "w") as f:
+        if yaml_output:
+            yaml.safe_dump_all([job["pipelineSpec"]] + ([platform] if platform else []), f,
+                               sort_keys=True)
+        else:
+            json.dump(job, f, indent=2, sort_keys=True)
+    return job
 
 
 # --------------------------------------------------------------------------- submit

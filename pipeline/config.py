@@ -31,6 +31,15 @@ LOSSES = (
 )
 
 
+KUBEFLOW_TARGETS = ("kfp", "vertex")
+# Vertex AI's names for the accelerators it schedules (aiplatform AcceleratorType).
+VERTEX_ACCELERATORS = (
+    "NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_P4",
+    "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB",
+    "NVIDIA_H100_MEGA_80GB", "NVIDIA_H200_141GB",
+)
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
@@ -256,19 +265,38 @@ class ServingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class KubeflowConfig:
+    target: str
     image: str
     pipeline_root: str
     gpus: int
     gpu_limit_resource: str
+    vertex_accelerator: str
     memory: str
     cpu: str
+    gpu_node_selector: list[str]
+    volumes: list[str]
     beam_args: list[str]
     host: str
     schedule_cron: str
 
     def check(self, err):
+        if self.target not in KUBEFLOW_TARGETS:
+            err("target", f"must be one of {', '.join(KUBEFLOW_TARGETS)}, got {self.target!r}")
         if self.gpus < 0:
             err("gpus", "must be >= 0")
+        if self.target == "vertex" and self.gpus and \
+                self.vertex_accelerator not in VERTEX_ACCELERATORS:
+            err("vertex_accelerator", f"must be one of Vertex AI's accelerator types "
+                f"({', '.join(VERTEX_ACCELERATORS)}), got {self.vertex_accelerator!r}")
+        for i, item in enumerate(self.gpu_node_selector):
+            label, sep, value = item.partition("=")
+            if not sep or not label or not value:
+                err(f"gpu_node_selector[{i}]", f"must be LABEL=VALUE (e.g. "
+                    f"cloud.google.com/gke-accelerator=nvidia-tesla-t4), got {item!r}")
+        for i, item in enumerate(self.volumes):
+            claim, sep, mount_path = item.partition(":")
+            if not sep or not claim or not mount_path.startswith("/"):
+                err(f"volumes[{i}]", f"must be PVC_NAME:/absolute/mount/path, got {item!r}")
 
 
 @dataclasses.dataclass(frozen=True)

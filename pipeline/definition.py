@@ -43,11 +43,16 @@ def code_fingerprint(*packages: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def create_components(cfg: Config, root: str | None = None) -> list:
+def create_components(cfg: Config, root: str | None = None,
+                      checkpoint_root: str | None = None) -> list:
     """The pipeline's components in execution order.
 
-    ``root`` is the pipeline root when it is not ``pipeline_root(cfg)`` (Kubeflow).
+    ``root`` is the pipeline root when it is not ``pipeline_root(cfg)`` (Kubeflow);
+    ``checkpoint_root`` where the Trainer keeps resumable checkpoints (default
+    ``<root>/Trainer/.checkpoints``; "" for none).
     """
+    if checkpoint_root is None:
+        checkpoint_root = os.path.join(root or pipeline_root(cfg), "Trainer", ".checkpoints")
     example_gen = Cars196ExampleGen(
         source_dir=cfg.data.source_dir, split_rule=cfg.data.split_rule(),
         file_pattern=cfg.data.file_pattern)
@@ -78,32 +83,33 @@ def create_components(cfg: Config, root: str | None = None) -> list:
         eval_args=tfx.proto.EvalArgs(splits=[selection_split]),
         custom_config={
             CONFIG_KEY: cfg.to_dict(),
-            CHECKPOINT_ROOT_KEY: os.path.join(root or pipeline_root(cfg), "Trainer",
-                                              ".checkpoints"),
+            CHECKPOINT_ROOT_KEY: checkpoint_root,
             "code": code_fingerprint("trainer", "components/transform"),
         },
     )
-    # The model in production: the newest one the evaluator blessed.
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    # The baseline is the model in production, read by the evaluator from the
+    # serving directory the Pusher writes (components/recall_evaluator/production.py):
+    # no ML Metadata resolver, which open-source Kubeflow Pipelines cannot run.
+    serving_model_dir = serving_model_base(cfg)
     evaluator = RecallEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
+        serving_model_dir=serving_model_dir,
         config=dict(cfg.to_dict(), code=code_fingerprint("components/recall_evaluator")),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=os.path.join(cfg.pipeline.serving_dir, cfg.serving.model_name))),
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
     return [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-            baseline, evaluator, pusher]
+            evaluator, pusher]
+
+
+def serving_model_base(cfg: Config) -> str:
+    """``<serving_dir>/<model_name>``: where the Pusher writes versions and TF Serving reads."""
+    return os.path.join(cfg.pipeline.serving_dir, cfg.serving.model_name)
 
 
 def pipeline_root(cfg: Config) -> str:
@@ -112,7 +118,8 @@ def pipeline_root(cfg: Config) -> str:
 
 def create_pipeline(cfg: Config, beam_pipeline_args: list[str] | None = None,
                     metadata_connection_config=None,
-                    root: str | None = None, local_metadata: bool = True) -> tfx.dsl.Pipeline:
+                    root: str | None = None, local_metadata: bool = True,
+                    checkpoint_root: str | None = None) -> tfx.dsl.Pipeline:
     """The whole pipeline for ``cfg``. Local runs use ML Metadata on SQLite.
 
     Kubeflow passes ``root`` (shared storage, e.g. gs://) and ``local_metadata=False``:
@@ -125,7 +132,7 @@ def create_pipeline(cfg: Config, beam_pipeline_args: list[str] | None = None,
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline.name,
         pipeline_root=root or pipeline_root(cfg),
-        components=create_components(cfg, root),
+        components=create_components(cfg, root, checkpoint_root),
         enable_cache=cfg.pipeline.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(cfg.pipeline.beam_args if beam_pipeline_args is None

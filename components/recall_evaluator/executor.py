@@ -11,10 +11,12 @@ import os
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.evaluator import executor as stock_evaluator
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
+from components.recall_evaluator import constants, production
 from components.recall_evaluator.verdict import bless
 from pipeline.config import config_from_dict
 
@@ -79,38 +81,42 @@ def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, 
 class Executor(stock_evaluator.Executor):
     """Replaces the stock Evaluator's Do entirely.
 
-    Subclassing the stock executor (rather than BaseExecutor) matters on
-    Kubeflow V2: its container rewrites ``current_model_id`` to the managed
-    MLMD artifact name only for Evaluator executors, and
-    LatestBlessedModelStrategy resolves the baseline through that property.
+    Subclassing the stock executor keeps TFX's Kubeflow V2 container treating it
+    as an evaluator (it rewrites ``current_model_id`` to the artifact's name), so
+    ``LatestBlessedModelStrategy`` still works for users who resolve on it.
     """
 
     def Do(self, input_dict, output_dict, exec_properties):
         from components.recall_evaluator import metrics
-        values = json.loads(exec_properties["config_json"])
+        values = json.loads(exec_properties[constants.CONFIG_JSON_KEY])
         values.pop("code", None)  # cache key only (pipeline.code_fingerprint)
         cfg = config_from_dict(values, "RecallEvaluator")
         ev = cfg.evaluator
-        split = exec_properties["eval_split"]
+        split = exec_properties[constants.EVAL_SPLIT_KEY]
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         model = artifact_utils.get_single_instance(input_dict["model"])
-        baselines = input_dict.get("baseline_model") or []
-        baseline = baselines[0] if baselines else None
-        candidate_is_baseline = baseline is not None and baseline.id == model.id
-        if candidate_is_baseline:
-            baseline = None  # a cached rerun: the candidate itself is in production
+        candidate_dir = path_utils.serving_model_path(model.uri)
+        serving = production.newest_served_version(
+            exec_properties[constants.SERVING_MODEL_DIR_KEY])
+        candidate_is_baseline = (serving is not None and
+                                 production.saved_model_fingerprint(candidate_dir)
+                                 == serving.fingerprint)
+        # A rerun served from the cache: the candidate itself is in production.
+        baseline = None if candidate_is_baseline else serving
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        log.info("RecallEvaluator: production model %s",
+                 f"version {serving.version} ({serving.path})" if serving else
+                 "none yet (the first model is judged on the threshold alone)")
 
         images, labels, ids = read_eval_images(examples.uri, split)
         log.info("RecallEvaluator: %d images of %d classes in split '%s'", len(labels),
                  len(np.unique(labels)), split)
-        embeddings = embed_with_signature(path_utils.serving_model_path(model.uri), images)
+        embeddings = embed_with_signature(candidate_dir, images)
         result = {"candidate": metrics.retrieval_metrics(
             embeddings, labels, ks=tuple(ev.recall_ks), block_size=ev.block_size)}
         if baseline is not None:
-            base_embeddings = embed_with_signature(
-                path_utils.serving_model_path(baseline.uri), images)
+            base_embeddings = embed_with_signature(baseline.path, images)
             result["baseline"] = metrics.retrieval_metrics(
                 base_embeddings, labels, ks=tuple(ev.recall_ks), block_size=ev.block_size)
         verdict = bless(result["candidate"]["recall@1"], ev.recall_threshold,
@@ -118,7 +124,8 @@ class Executor(stock_evaluator.Executor):
                         ev.baseline_tolerance, candidate_is_baseline)
         result.update(blessed=verdict.blessed, reason=verdict.reason, split=split,
                       candidate_model=model.uri,
-                      baseline_model=baseline.uri if baseline is not None else None)
+                      baseline_model=baseline.path if baseline is not None else None,
+                      production_version=serving.version if serving else None)
         log.info("RecallEvaluator: %s", verdict.reason)
 
         io_utils.write_string_file(os.path.join(evaluation.uri, "metrics.json"),
@@ -127,13 +134,18 @@ class Executor(stock_evaluator.Executor):
                                    verdict.reason + "\n")
         write_rankings(evaluation.uri, embeddings, labels, images, ids, ev.ranking_queries)
 
-        # What the stock Pusher and LatestBlessedModelStrategy read.
-        blessing.set_int_custom_property("blessed", int(verdict.blessed))
-        blessing.set_string_custom_property("current_model", model.uri)
-        blessing.set_int_custom_property("current_model_id", model.id)
+        # What the stock Pusher (and LatestBlessedModelStrategy) read.
+        blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+                                         int(verdict.blessed))
+        blessing.set_string_custom_property(
+            evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+        blessing.set_int_custom_property(
+            evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
         if baseline is not None:
-            blessing.set_string_custom_property("baseline_model", baseline.uri)
-            blessing.set_int_custom_property("baseline_model_id", baseline.id)
+            blessing.set_string_custom_property(
+                evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline.path)
+            blessing.set_int_custom_property("baseline_version", baseline.version)
         blessing.set_string_custom_property("reason", verdict.reason)
-        io_utils.write_string_file(
-            os.path.join(blessing.uri, "BLESSED" if verdict.blessed else "NOT_BLESSED"), "")
+        io_utils.write_string_file(os.path.join(
+            blessing.uri, evaluator_constants.BLESSED_FILE_NAME if verdict.blessed
+            else evaluator_constants.NOT_BLESSED_FILE_NAME), "")

@@ -1,0 +1,10 @@
+"""Names the RecallEvaluator's component, driver and executor share (one definition each)."""
+
+# Execution parameters.
+CONFIG_JSON_KEY = "config_json"
+EVAL_SPLIT_KEY = "eval_split"
+# <serving_dir>/<model_name>: where the model in production is read (production.py).
+SERVING_MODEL_DIR_KEY = "serving_model_dir"
+# Set by the local driver (driver.py) so that a change of the production model
+# changes the evaluator's cache key; never set on Kubeflow, where the task is not cached.
+PRODUCTION_FINGERPRINT_KEY = "production_fingerprint"

@@ -1,0 +1,66 @@
+"""The model in production: the newest complete version in the serving directory.
+
+TF Serving serves the newest integer version under ``<serving_dir>/<model_name>/``,
+and the Pusher writes ``<unix time>/`` copying ``saved_model.pb`` last, so the
+newest directory holding a ``saved_model.pb`` is exactly what production serves.
+The RecallEvaluator compares every candidate with it. Reading it from storage
+instead of an ML Metadata resolver works on every orchestrator: open-source
+Kubeflow Pipelines has no resolver executor, and its metadata is not ours to query.
+
+Works on any path ``tf.io.gfile`` opens (local, gs://). No TFX imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+import tensorflow as tf
+
+SAVED_MODEL_FILE = "saved_model.pb"
+_HASH_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductionModel:
+    version: int
+    path: str          # the version directory, a SavedModel
+    fingerprint: str   # saved_model_fingerprint(path)
+
+
+def saved_model_fingerprint(saved_model_dir: str) -> str:
+    """sha256 over the graph and the variables of a SavedModel (not its assets.extra).
+
+    Equal for a model and the Pusher's copy of it, different for any retrained
+    model: what decides "the candidate is already in production".
+    """
+    digest = hashlib.sha256()
+    files = [os.path.join(saved_model_dir, SAVED_MODEL_FILE)]
+    variables = os.path.join(saved_model_dir, "variables")
+    if tf.io.gfile.isdir(variables):
+        files += [os.path.join(variables, name) for name in sorted(tf.io.gfile.listdir(variables))]
+    for path in files:
+        digest.update(os.path.basename(path).encode())
+        with tf.io.gfile.GFile(path, "rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def newest_served_version(model_base_dir: str) -> ProductionModel | None:
+    """The newest complete version under ``model_base_dir`` (``<serving_dir>/<model>``).
+
+    None when the directory does not exist or holds no complete version (the
+    first model of a pipeline). Versions still being copied (no saved_model.pb
+    yet) are skipped, as TF Serving skips them.
+    """
+    if not tf.io.gfile.isdir(model_base_dir):
+        return None
+    versions = sorted((int(name.rstrip("/")) for name in tf.io.gfile.listdir(model_base_dir)
+                       if name.rstrip("/").isdigit()), reverse=True)
+    for version in versions:
+        path = os.path.join(model_base_dir, str(version))
+        if tf.io.gfile.exists(os.path.join(path, SAVED_MODEL_FILE)):
+            return ProductionModel(version, path, saved_model_fingerprint(path))
+    return None
