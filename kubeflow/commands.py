@@ -10,7 +10,7 @@ log = logging.getLogger("cgd")
 
 
 def make_client(host: str):
-    """The KFP API client; tests replace this (``kubeflow.commands.make_client``)."""
+    """The KFP API client (the tests point it at a local KFP API server)."""
     import kfp
 
     return kfp.Client(host=host)
@@ -106,7 +106,8 @@ def submit_command(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     client, experiment = _client_and_experiment(args, cfg)
     try:
-        result = runner.submit(client, args.pipeline, experiment, args.run_name)
+        result = runner.submit(client, args.pipeline, experiment, args.run_name,
+                               default_root=cfg.kubeflow.pipeline_root)
     except runner.KubeflowError as e:
         raise _cli_error(e) from None
     run_id = getattr(result, "run_id", None)
@@ -132,7 +133,8 @@ def schedule_command(args: argparse.Namespace) -> int:
     client, experiment = _client_and_experiment(args, cfg)
     job_name = args.job_name or f"{cfg.pipeline.name}-retrain"
     try:
-        result = runner.schedule(client, args.pipeline, experiment, job_name, cron)
+        result = runner.schedule(client, args.pipeline, experiment, job_name, cron,
+                                 default_root=cfg.kubeflow.pipeline_root)
     except runner.KubeflowError as e:
         raise _cli_error(e) from None
     job_id = getattr(result, "recurring_run_id", None)

@@ -1,37 +1,61 @@
-"""Kubeflow: compile with TFX's KubeflowV2DagRunner, validate against the KFP protos,
-submit/schedule through a fake kfp client (no cluster here), static Dockerfile checks
-(no docker engine here)."""
+"""Kubeflow: compile with TFX's KubeflowV2DagRunner + kubeflow/kfp_compat.py, validate
+against the KFP protos, submit/schedule with the real kfp.Client through `cgd kubeflow`
+against the local fake KFP 2.0.5 API server (tests/kfp_api_server.py; no cluster here),
+static Dockerfile checks (no docker engine here)."""
 
 from __future__ import annotations
 
-import inspect
+import copy
+import dataclasses
 import json
-import os
 import re
 from pathlib import Path
 
+import kfp_server_api
 import pytest
 import yaml
 
 from tests.conftest import small_config
+from tests.kfp_api_server import KfpApiServer
 
 IMAGE = "europe-docker.pkg.dev/cgd-test/cgd/cgd:1.2.3"
 ROOT = "gs://cgd-test-bucket/pipelines"
+MINIO_ROOT = "minio://mlpipeline/v2/artifacts"
 BEAM_ARGS = ["--runner=DataflowRunner", "--project=cgd-test", "--region=europe-west4",
              "--temp_location=gs://cgd-test-bucket/tmp"]
-KUBEFLOW = {"pipeline_root": ROOT, "beam_args": BEAM_ARGS, "gpus": 2,
+KUBEFLOW = {"target": "kfp", "pipeline_root": ROOT, "beam_args": BEAM_ARGS, "gpus": 2,
             "gpu_limit_resource": "nvidia.com/gpu", "memory": "30Gi", "cpu": "7500m",
-            "host": "", "image": ""}
-RUN_EXECUTOR = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
-TASKS = {"Cars196ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-         "Transform", "Trainer", "latest_blessed_model_resolver-model-blessing-resolver",
-         "latest_blessed_model_resolver-model-resolver", "RecallEvaluator", "Pusher"}
+            "gpu_node_selector": [], "volumes": [], "host": "", "image": ""}
+VOLUMES = ["cars196-data:/mnt/data", "cgd-serving:/mnt/serving"]
+GPU_NODES = ["cloud.google.com/gke-accelerator=nvidia-tesla-t4"]
+DRIVER, EXAMPLE_GEN = "Cars196ExampleGen-driver", "Cars196ExampleGen"
+TASKS = {DRIVER, EXAMPLE_GEN, "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+         "Transform", "Trainer", "RecallEvaluator", "Pusher"}
+DRIVER_OUTPUTS = {"input_config": "STRING", "span": "NUMBER_INTEGER",
+                  "input_fingerprint": "STRING"}
+RESOLVER = "latest_blessed_model_resolver-model-blessing-resolver"
+# What KFP 2.0.5's API server answers for a spec compiled the old way (tests/kfp_api_server.py).
+REFUSALS = {
+    "schema 2.0.0": "KFP only supports schema version 2.1.0, but the pipeline spec has "
+                    "version 2.0.0",
+    "resolver executor": f'error processing component name="{RESOLVER}": executor(label='
+                         f'"{RESOLVER}_executor"): non-container and non-importer executor '
+                         "not implemented",
+}
 DOCKERFILE = Path(__file__).resolve().parent.parent / "kubeflow" / "Dockerfile"
 
 
-def write_config(tmp_path, **kubeflow) -> tuple[str, object]:
+def config_dict(tmp_path, **kubeflow) -> dict:
+    """The full config of the tests, unvalidated (to write bad values to a file)."""
+    cfg = small_config(tmp_path, tmp_path / "cars196", kubeflow=KUBEFLOW).to_dict()
+    cfg["kubeflow"].update(kubeflow)
+    return cfg
+
+
+def write_config(tmp_path, data: dict | None = None, **kubeflow) -> tuple[str, object]:
     """A config file for the CLI (every key written out) and the Config it loads to."""
-    cfg = small_config(tmp_path, tmp_path / "cars196", kubeflow=dict(KUBEFLOW, **kubeflow))
+    cfg = small_config(tmp_path, tmp_path / "cars196", kubeflow=dict(KUBEFLOW, **kubeflow),
+                       **({"data": data} if data else {}))
     path = tmp_path / "kubeflow.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     return str(path), cfg
@@ -39,7 +63,7 @@ def write_config(tmp_path, **kubeflow) -> tuple[str, object]:
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    """`cgd kubeflow compile` once; the parsed PipelineJob, its path and the config."""
+    """`cgd kubeflow compile` to .json once; the parsed PipelineJob, its path and the config."""
     from pipeline.cli import main
 
     tmp = tmp_path_factory.mktemp("kubeflow")
@@ -50,6 +74,29 @@ def compiled(tmp_path_factory):
     return json.loads(out.read_text()), out, cfg
 
 
+@pytest.fixture(scope="module")
+def yaml_package(tmp_path_factory):
+    """compile_pipeline once to .yaml for a KFP cluster with MinIO artifacts, PVCs, a GPU
+    node pool, versioned input files, no Trainer limits and the image from kubeflow.image.
+
+    (YAML documents, returned PipelineJob, path, config)."""
+    from kubeflow.runner import compile_pipeline
+
+    tmp = tmp_path_factory.mktemp("kubeflow_yaml")
+    _, cfg = write_config(tmp, data={"file_pattern": "span-{SPAN}/ver-{VERSION}/*"},
+                          pipeline_root=MINIO_ROOT, volumes=VOLUMES, gpu_node_selector=GPU_NODES,
+                          gpus=0, memory="", cpu="", image=IMAGE)
+    out = tmp / "pipeline.yaml"
+    job = compile_pipeline(cfg, None, str(out))
+    return list(yaml.safe_load_all(out.read_text())), job, out, cfg
+
+
+@pytest.fixture
+def server():
+    with KfpApiServer() as running:
+        yield running
+
+
 def executors(job):
     return job["pipelineSpec"]["deploymentSpec"]["executors"]
 
@@ -58,57 +105,136 @@ def tasks(job):
     return job["pipelineSpec"]["root"]["dag"]["tasks"]
 
 
+def components(job):
+    return job["pipelineSpec"]["components"]
+
+
+def constant(job, task, name):
+    """A task's constant input parameter (schema 2.1.0: runtimeValue.constant)."""
+    return tasks(job)[task]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
+
+
+def inputs_spec_arg(args: list) -> dict:
+    """The JSON after --json_serialized_inputs_spec_args in an executor's args."""
+    return json.loads(args[args.index("--json_serialized_inputs_spec_args") + 1])
+
+
+def as_spec(doc: dict):
+    """A PipelineSpec proto (compare specs as KFP does: kfp.Client re-serialises them, which
+    drops fields at their default, e.g. cachingOptions.enableCache: false)."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    return json_format.ParseDict(doc, pipeline_spec_pb2.PipelineSpec())
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if re.match(r"cgd kubeflow( \w+)?: error: ", line)]
+
+
 # ------------------------------------------------------------------ compiled pipeline
 
-def test_compiled_file_is_a_kfp_pipeline_job(compiled):
+def test_compiled_file_is_a_kfp_pipeline_job_with_schema_2_1_0(compiled):
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     job, _, cfg = compiled
     # Strict parsing: an unknown or mistyped field fails.
     parsed = json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob())
-    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    spec = as_spec(job["pipelineSpec"])
     assert parsed.display_name == spec.pipeline_info.name == cfg.pipeline.name
-    assert spec.schema_version == "2.0.0" and spec.sdk_version == "tfx-1.16.0"
-    assert set(spec.components) == TASKS and len(spec.deployment_spec.fields["executors"]
-                                                  .struct_value.fields) == len(TASKS)
+    assert spec.schema_version == "2.1.0" and spec.sdk_version == "tfx-1.16.0"
+    assert set(spec.components) == set(spec.root.dag.tasks) == TASKS
+    assert len(executors(job)) == len(TASKS)
 
 
-def test_compile_pipeline_returns_what_it_writes(compiled, tmp_path):
-    from kubeflow.runner import compile_pipeline
+def test_parameters_are_runtime_value_constants_never_the_2_0_constant_value(compiled):
+    job, _, _ = compiled
+    for name, task in tasks(job).items():
+        for key, parameter in task["inputs"]["parameters"].items():
+            assert set(parameter) <= {"runtimeValue", "taskOutputParameter"}, (name, key)
+            if "runtimeValue" in parameter:
+                assert list(parameter["runtimeValue"]) == ["constant"], (name, key)
+    assert "constantValue" not in json.dumps(job)
 
-    job, _, cfg = compiled
-    out = tmp_path / "again.json"
-    returned = compile_pipeline(cfg, IMAGE, str(out))
-    assert returned == json.loads(out.read_text())
-    assert returned["pipelineSpec"]["root"] == job["pipelineSpec"]["root"]
 
-
-def test_all_components_present_and_wired(compiled):
+def test_tasks_are_wired_without_any_resolver(compiled):
     job, _, _ = compiled
     t = tasks(job)
     assert set(t) == TASKS
+    assert "dependentTasks" not in t[DRIVER]
+    assert t[EXAMPLE_GEN]["dependentTasks"] == [DRIVER]
     assert set(t["Pusher"]["dependentTasks"]) == {"Trainer", "RecallEvaluator"}
-    assert set(t["RecallEvaluator"]["dependentTasks"]) == {
-        "Cars196ExampleGen", "Trainer", "latest_blessed_model_resolver-model-resolver"}
-    assert all(task["cachingOptions"]["enableCache"] for task in t.values()
-               if "cachingOptions" in task)
+    assert set(t["RecallEvaluator"]["dependentTasks"]) == {EXAMPLE_GEN, "Trainer"}
+    assert all(list(executor) == ["container"] for executor in executors(job).values())
+    assert "resolver" not in json.dumps(job["pipelineSpec"]).lower()
 
 
-def test_every_step_runs_our_image_with_the_tfx_v2_entrypoint(compiled):
+def test_only_the_span_driver_and_the_recall_evaluator_are_never_cached(compiled):
     job, _, _ = compiled
-    containers = {k: v["container"] for k, v in executors(job).items() if "container" in v}
-    assert len(containers) == 8  # all but the two resolver halves
-    for label, c in containers.items():
-        assert c["image"] == IMAGE, label
-        assert c["command"] == RUN_EXECUTOR, label  # so the Dockerfile's ENTRYPOINT is unused
-    hook = containers["Cars196ExampleGen_executor"]["lifecycle"]["preCacheCheck"]
-    assert hook["command"] == ["python", "-m",
-                               "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"]
+    caching = {name: task["cachingOptions"]["enableCache"] for name, task in tasks(job).items()}
+    assert caching == {name: name not in (DRIVER, "RecallEvaluator") for name in TASKS}
+
+
+def test_every_executor_runs_our_entrypoint_in_our_image_without_lifecycle_hooks(compiled):
+    from kubeflow import kfp_compat
+
+    job, _, _ = compiled
+    for label, executor in executors(job).items():
+        container = executor["container"]
+        assert container["image"] == IMAGE, label
+        assert "lifecycle" not in container, label  # KFP never runs preCacheCheck
+        expected = kfp_compat.SPAN_DRIVER if label == f"{DRIVER}_executor" \
+            else kfp_compat.ENTRYPOINT
+        assert container["command"] == expected, label
+    assert kfp_compat.ENTRYPOINT == ["python", "-m", "kubeflow.entrypoint"]
+    assert kfp_compat.SPAN_DRIVER == ["python", "-m", "kubeflow.span_driver"]
     assert "gcr.io/tfx-oss-public" not in json.dumps(job)
+    assert "kubeflow_v2_run_executor" not in json.dumps(job)
 
 
-def test_trainer_requests_gpus_memory_and_cpu(compiled):
+def test_span_driver_outputs_become_example_gen_inputs(compiled):
+    job, _, _ = compiled
+    gen_inputs = tasks(job)[EXAMPLE_GEN]["inputs"]["parameters"]
+    for key in DRIVER_OUTPUTS:
+        assert gen_inputs[key] == {"taskOutputParameter": {
+            "producerTask": DRIVER, "outputParameterKey": key}}, key
+    declared = components(job)[EXAMPLE_GEN]["inputDefinitions"]
+    assert {k: declared["parameters"][k]["parameterType"] for k in DRIVER_OUTPUTS} == \
+        DRIVER_OUTPUTS
+    assert components(job)[DRIVER]["outputDefinitions"] == {"parameters": {
+        k: {"parameterType": t} for k, t in DRIVER_OUTPUTS.items()}}
+    # ExampleGen's executor learns the parameter types from this JSON (kubeflow/entrypoint.py).
+    args = executors(job)[f"{EXAMPLE_GEN}_executor"]["container"]["args"]
+    assert inputs_spec_arg(args) == declared
+    # data.file_pattern has no {VERSION}: no version anywhere.
+    assert "version" not in gen_inputs and "version" not in declared["parameters"]
+
+
+def test_span_driver_reads_the_unresolved_example_gen_inputs(compiled):
+    job, _, cfg = compiled
+    driver_task = tasks(job)[DRIVER]
+    gen_only = set(DRIVER_OUTPUTS) - {"input_config"}
+    assert set(driver_task["inputs"]["parameters"]) == \
+        set(tasks(job)[EXAMPLE_GEN]["inputs"]["parameters"]) - gen_only
+    assert all("runtimeValue" in p for p in driver_task["inputs"]["parameters"].values())
+    input_config = json.loads(constant(job, DRIVER, "input_config"))
+    assert [split["pattern"] for split in input_config["splits"]] == [cfg.data.file_pattern]
+    args = executors(job)[f"{DRIVER}_executor"]["container"]["args"]
+    assert args[args.index("--json_serialized_invocation_args") + 1] == "{{$}}"
+    assert inputs_spec_arg(args) == components(job)[DRIVER]["inputDefinitions"]
+
+
+def test_recall_evaluator_reads_the_production_model_from_the_serving_dir(compiled):
+    job, _, cfg = compiled
+    serving_model_dir = f"{cfg.pipeline.serving_dir}/{cfg.serving.model_name}"
+    assert constant(job, "RecallEvaluator", "serving_model_dir") == serving_model_dir
+    push_destination = json.loads(constant(job, "Pusher", "push_destination"))
+    assert push_destination["filesystem"]["base_directory"] == serving_model_dir
+    assert set(tasks(job)["RecallEvaluator"]["inputs"]["artifacts"]) == {"examples", "model"}
+
+
+def test_trainer_requests_gpus_memory_and_cpu_by_kfp_resource_name(compiled):
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -121,56 +247,43 @@ def test_trainer_requests_gpus_memory_and_cpu(compiled):
     assert res.memory_limit == pytest.approx(30 * 2**30 / 1e9)  # 30Gi in GB
     assert res.cpu_limit == pytest.approx(7.5)
     others = [k for k, v in executors(job).items()
-              if "resources" in v.get("container", {}) and k != "Trainer_executor"]
+              if "resources" in v["container"] and k != "Trainer_executor"]
     assert others == []
 
 
-def test_resolver_compiles_as_latest_blessed_model_strategy(compiled):
-    job, _, _ = compiled
-    ex, t = executors(job), tasks(job)
-    blessing_q = ex["latest_blessed_model_resolver-model-blessing-resolver_executor"][
-        "resolver"]["outputArtifactQueries"]["model_blessing"]["filter"]
-    assert blessing_q == ('schema_title="tfx.ModelBlessing" AND state=LIVE AND '
-                          'metadata.blessed.number_value=1')
-    model_q = ex["latest_blessed_model_resolver-model-resolver_executor"][
-        "resolver"]["outputArtifactQueries"]["model"]["filter"]
-    assert model_q == ('schema_title="tfx.Model" AND state=LIVE AND '
-                       'name="{{$.inputs.artifacts[\'input\'].metadata[\'current_model_id\']}}"')
-    model_resolver = t["latest_blessed_model_resolver-model-resolver"]
-    assert model_resolver["inputs"]["artifacts"]["input"]["taskOutputArtifact"] == {
-        "producerTask": "latest_blessed_model_resolver-model-blessing-resolver",
-        "outputArtifactKey": "model_blessing"}
-    assert t["RecallEvaluator"]["inputs"]["artifacts"]["baseline_model"][
-        "taskOutputArtifact"]["producerTask"] == "latest_blessed_model_resolver-model-resolver"
-
-
-def test_beam_components_get_the_kubeflow_beam_args(compiled):
+def test_beam_components_and_the_span_driver_get_the_kubeflow_beam_args(compiled):
     job, _, cfg = compiled
     ex = executors(job)
-    for label in ("Cars196ExampleGen_executor", "StatisticsGen_executor",
-                  "Transform_executor"):
+    for label in (f"{EXAMPLE_GEN}_executor", "StatisticsGen_executor", "Transform_executor",
+                  f"{DRIVER}_executor"):  # the driver ignores them
         assert ex[label]["container"]["args"][-len(BEAM_ARGS):] == BEAM_ARGS, label
-    hook = ex["Cars196ExampleGen_executor"]["container"]["lifecycle"]["preCacheCheck"]
-    assert hook["args"][-len(BEAM_ARGS):] == BEAM_ARGS
     # The local run's Beam args stay local.
     local = cfg.pipeline.beam_args[0]
-    assert all(local not in v["container"]["args"] for v in ex.values() if "container" in v)
+    assert all(local not in v["container"]["args"] for v in ex.values())
 
 
-def test_pipeline_root_and_trainer_checkpoints_on_shared_storage(compiled):
+def test_pipeline_root_and_trainer_checkpoints_on_gcs(compiled):
     job, _, _ = compiled
     assert job["runtimeConfig"]["gcsOutputDirectory"] == ROOT
-    custom = json.loads(tasks(job)["Trainer"]["inputs"]["parameters"]["custom_config"][
-        "runtimeValue"]["constantValue"]["stringValue"])
+    custom = json.loads(constant(job, "Trainer", "custom_config"))
     assert custom["checkpoint_root"] == f"{ROOT}/Trainer/.checkpoints"
+
+
+@pytest.mark.parametrize("root, checkpoints", [
+    ("gs://bucket/cgd/", "gs://bucket/cgd/Trainer/.checkpoints"),
+    (MINIO_ROOT, ""),
+    ("s3://bucket/cgd", ""),
+])
+def test_trainer_checkpoints_only_on_gcs(root, checkpoints):
+    from kubeflow.runner import checkpoint_root
+    assert checkpoint_root(root) == checkpoints
 
 
 def test_schema_file_points_into_the_image(compiled):
     from kubeflow.runner import IMAGE_PROJECT_DIR
 
     job, _, _ = compiled
-    schema_file = tasks(job)["ImportSchemaGen"]["inputs"]["parameters"]["schema_file"][
-        "runtimeValue"]["constantValue"]["stringValue"]
+    schema_file = constant(job, "ImportSchemaGen", "schema_file")
     assert schema_file == f"{IMAGE_PROJECT_DIR}/components/cars196/schema.pbtxt"
     assert Path(__file__).resolve().parent.parent.joinpath(
         "components/cars196/schema.pbtxt").is_file()
@@ -178,20 +291,86 @@ def test_schema_file_points_into_the_image(compiled):
     assert workdirs == [IMAGE_PROJECT_DIR]
 
 
-def test_yaml_output_is_a_pipeline_spec_and_gpus_zero_requests_none(tmp_path):
+# ------------------------------------------------------------------ YAML package, platform spec
+
+def test_yaml_output_is_the_returned_pipeline_spec_then_the_kubernetes_platform_spec(
+        yaml_package):
     from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
     from kfp.pipeline_spec import pipeline_spec_pb2
 
+    docs, job, _, _ = yaml_package
+    spec, platform = docs
+    assert spec == job["pipelineSpec"]
+    as_spec(spec)
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    for config in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
+        json_format.ParseDict(config, k8s.KubernetesExecutorConfig())  # strict
+
+
+def test_platform_spec_mounts_every_volume_everywhere_and_pins_only_the_trainer_to_gpu_nodes(
+        yaml_package):
+    docs, job, _, _ = yaml_package
+    platform_executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(platform_executors) == set(executors(job))
+    mounts = [{"constant": "cars196-data", "mountPath": "/mnt/data"},
+              {"constant": "cgd-serving", "mountPath": "/mnt/serving"}]
+    for label, config in platform_executors.items():
+        assert config["pvcMount"] == mounts, label
+        if label == "Trainer_executor":
+            assert config["nodeSelector"] == {
+                "labels": {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}}
+        else:
+            assert "nodeSelector" not in config, label
+
+
+def test_versioned_file_pattern_makes_the_driver_also_output_the_version(yaml_package):
+    docs, job, _, _ = yaml_package
+    assert components(job)[DRIVER]["outputDefinitions"]["parameters"]["version"] == {
+        "parameterType": "NUMBER_INTEGER"}
+    assert tasks(job)[EXAMPLE_GEN]["inputs"]["parameters"]["version"] == {
+        "taskOutputParameter": {"producerTask": DRIVER, "outputParameterKey": "version"}}
+    declared = components(job)[EXAMPLE_GEN]["inputDefinitions"]
+    assert declared["parameters"]["version"] == {"parameterType": "NUMBER_INTEGER"}
+    args = executors(job)[f"{EXAMPLE_GEN}_executor"]["container"]["args"]
+    assert inputs_spec_arg(args) == declared
+
+
+def test_minio_root_keeps_no_trainer_checkpoints(yaml_package):
+    _, job, _, _ = yaml_package
+    assert json.loads(constant(job, "Trainer", "custom_config"))["checkpoint_root"] == ""
+
+
+def test_zero_gpus_and_no_limits_request_no_resources_and_the_image_comes_from_config(
+        yaml_package):
+    _, job, _, _ = yaml_package
+    trainer = executors(job)["Trainer_executor"]["container"]
+    assert trainer["image"] == IMAGE and "resources" not in trainer
+
+
+def test_vertex_target_names_the_trainer_gpu_as_vertex_does(tmp_path):
+    from kubeflow import kfp_compat
     from kubeflow.runner import compile_pipeline
 
-    _, cfg = write_config(tmp_path, gpus=0, memory="", cpu="", image=IMAGE)
-    out = tmp_path / "pipeline.yaml"
-    job = compile_pipeline(cfg, None, str(out))  # image from kubeflow.image
-    spec = yaml.safe_load(out.read_text())
-    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
-    assert spec["root"] == job["pipelineSpec"]["root"]
-    trainer = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
-    assert trainer["image"] == IMAGE and "resources" not in trainer
+    _, cfg = write_config(tmp_path, target="vertex", gpus=1,
+                          vertex_accelerator="NVIDIA_TESLA_T4")
+    job = compile_pipeline(cfg, IMAGE, str(tmp_path / "vertex.json"))
+    accelerator = executors(job)["Trainer_executor"]["container"]["resources"]["accelerator"]
+    assert accelerator == {"type": "NVIDIA_TESLA_T4", "count": "1"}
+    kfp_compat.check_runnable(job["pipelineSpec"])  # the same runnable spec otherwise
+
+
+def test_json_output_refuses_volumes_and_gpu_node_selector_naming_the_keys(tmp_path, capsys):
+    from pipeline.cli import main
+
+    config_file, _ = write_config(tmp_path, volumes=VOLUMES[:1])
+    out = tmp_path / "pipeline.json"
+    assert main(["kubeflow", "compile", "--config", config_file, "--image", IMAGE,
+                 "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "kubeflow.gpu_node_selector" in err and "kubeflow.volumes" in err
+    assert "--output pipeline.yaml" in err
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ compile errors
@@ -211,6 +390,9 @@ def test_compile_without_image_names_flag_and_key(tmp_path, capsys):
     ({"memory": "32 gigs"}, "kubeflow.memory"),
     ({"cpu": "eight"}, "kubeflow.cpu"),
     ({"pipeline_root": ""}, "kubeflow.pipeline_root"),
+    ({"pipeline_root": "file:///data/cgd"}, "kubeflow.pipeline_root"),
+    ({"target": "vertex", "pipeline_root": "s3://bucket/cgd"}, "kubeflow.pipeline_root"),
+    ({"target": "vertex", "pipeline_root": MINIO_ROOT}, "kubeflow.pipeline_root"),
     ({"gpu_limit_resource": ""}, "kubeflow.gpu_limit_resource"),
 ])
 def test_compile_setting_errors_name_the_key(tmp_path, capsys, kubeflow, expected):
@@ -219,6 +401,24 @@ def test_compile_setting_errors_name_the_key(tmp_path, capsys, kubeflow, expecte
     config_file, _ = write_config(tmp_path, **kubeflow)
     assert main(["kubeflow", "compile", "--config", config_file, "--image", IMAGE,
                  "--output", str(tmp_path / "p.json")]) == 1
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kubeflow, expected", [
+    ({"target": "kubernetes"}, "kubeflow.target"),
+    ({"target": "vertex", "gpus": 1, "vertex_accelerator": "nvidia.com/gpu"},
+     "kubeflow.vertex_accelerator"),
+    ({"gpu_node_selector": ["pool=gpu", "nvidia-tesla-t4"]}, "kubeflow.gpu_node_selector[1]"),
+    ({"volumes": ["cars196-data"]}, "kubeflow.volumes[0]"),
+    ({"volumes": ["cars196-data:mnt/data"]}, "kubeflow.volumes[0]"),
+])
+def test_config_validation_names_the_bad_kubeflow_key(tmp_path, capsys, kubeflow, expected):
+    from pipeline.cli import main
+
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(yaml.safe_dump(config_dict(tmp_path, **kubeflow)))
+    assert main(["kubeflow", "compile", "--config", str(config_file), "--image", IMAGE,
+                 "--output", str(tmp_path / "p.yaml")]) == 1
     assert expected in capsys.readouterr().err
 
 
@@ -255,7 +455,10 @@ def test_parse_cpu(text, cores):
 ])
 def test_cron_to_kfp(cron, kfp):
     from kubeflow.runner import to_kfp_cron
+    from tests.kfp_api_server import cron_error
+
     assert to_kfp_cron(cron) == kfp
+    assert cron_error(kfp) is None  # and KFP's scheduler (robfig/cron) takes it
 
 
 @pytest.mark.parametrize("cron, message", [
@@ -278,165 +481,246 @@ def test_bad_cron_is_refused_with_the_field(cron, message):
         to_kfp_cron(cron)
 
 
-# ------------------------------------------------------------------ submit / schedule
+# ------------------------------------------------------------------ submit / schedule (fake KFP)
 
-class FakeClient:
-    """Records kfp.Client calls; reads the package while it exists (a temp file)."""
-
-    def __init__(self, host):
-        self.host, self.calls, self.packages = host, [], []
-
-    def _read(self, path):
-        assert path.endswith(".yaml") and os.path.isfile(path)
-        self.packages.append(yaml.safe_load(Path(path).read_text()))
-
-    def create_run_from_pipeline_package(self, **kwargs):
-        self._read(kwargs["pipeline_file"])
-        self.calls.append(("create_run_from_pipeline_package", kwargs))
-        return type("Result", (), {"run_id": "run-1"})()
-
-    def create_experiment(self, **kwargs):
-        self.calls.append(("create_experiment", kwargs))
-        return type("Experiment", (), {"experiment_id": "exp-7"})()
-
-    def create_recurring_run(self, **kwargs):
-        self._read(kwargs["pipeline_package_path"])
-        self.calls.append(("create_recurring_run", kwargs))
-        return type("RecurringRun", (), {"recurring_run_id": "rr-1"})()
-
-
-@pytest.fixture
-def fake_kfp(monkeypatch):
-    clients = []
-
-    def make_client(host):
-        clients.append(FakeClient(host))
-        return clients[-1]
-
-    monkeypatch.setattr("kubeflow.commands.make_client", make_client)
-    return clients
-
-
-def test_submit_passes_the_spec_and_root_to_kfp(compiled, fake_kfp, tmp_path):
+def test_submit_sends_our_schema_2_1_0_spec_and_the_pipeline_root_to_kfp(compiled, server,
+                                                                           tmp_path):
     from pipeline.cli import main
 
     job, out, _ = compiled
-    config_file, _ = write_config(tmp_path, host="http://kfp.example:8888")
+    config_file, _ = write_config(tmp_path)
     assert main(["kubeflow", "submit", "--config", config_file, "--pipeline", str(out),
-                 "--experiment", "cars", "--run-name", "nightly"]) == 0
-    (client,) = fake_kfp
-    assert client.host == "http://kfp.example:8888"
-    (name, kwargs), = client.calls
-    assert name == "create_run_from_pipeline_package"
-    assert kwargs == {"pipeline_file": kwargs["pipeline_file"], "arguments": {},
-                      "run_name": "nightly", "experiment_name": "cars", "pipeline_root": ROOT}
-    assert client.packages == [job["pipelineSpec"]]  # kfp 2.5 reads a YAML PipelineSpec
+                 "--host", server.host, "--experiment", "cars", "--run-name", "nightly"]) == 0
+    assert server.refusals == []
+    [run] = server.runs
+    assert run["pipeline_spec"]["schemaVersion"] == "2.1.0"
+    received = as_spec(run["pipeline_spec"])
+    assert received == as_spec(job["pipelineSpec"])
+    caching = {name: task.caching_options.enable_cache
+               for name, task in received.root.dag.tasks.items()}
+    assert caching == {name: name not in (DRIVER, "RecallEvaluator") for name in TASKS}
+    assert run["runtime_config"] == {"pipeline_root": ROOT, "parameters": {}}
+    assert run["display_name"] == "nightly"
+    assert server.experiments[run["experiment_id"]]["display_name"] == "cars"
 
 
-def test_submit_defaults_experiment_run_name_and_host_flag(compiled, fake_kfp, tmp_path):
+def test_submit_defaults_experiment_and_run_name_and_the_host_flag_wins(compiled, server,
+                                                                         tmp_path):
     from pipeline.cli import main
 
     _, out, cfg = compiled
-    config_file, _ = write_config(tmp_path, host="http://from-config")
+    config_file, _ = write_config(tmp_path, host="http://127.0.0.1:9")  # nothing listens
     assert main(["kubeflow", "submit", "--config", config_file, "--pipeline", str(out),
-                 "--host", "https://kfp.prod"]) == 0
-    (client,) = fake_kfp
-    assert client.host == "https://kfp.prod"
-    kwargs = client.calls[0][1]
-    assert kwargs["experiment_name"] == cfg.pipeline.name
+                 "--host", server.host]) == 0
+    [run] = server.runs
+    assert server.experiments[run["experiment_id"]]["display_name"] == cfg.pipeline.name
     assert re.fullmatch(rf"{cfg.pipeline.name} \d{{4}}-\d\d-\d\d \d\d-\d\d-\d\d",
-                        kwargs["run_name"])
+                        run["display_name"])
 
 
-def test_schedule_converts_cron_and_creates_a_recurring_run(compiled, fake_kfp, tmp_path):
+def test_submit_uses_kubeflow_host_from_the_config(compiled, server, tmp_path):
+    from pipeline.cli import main
+
+    _, out, _ = compiled
+    config_file, _ = write_config(tmp_path, host=server.host)
+    assert main(["kubeflow", "submit", "--config", config_file, "--pipeline", str(out)]) == 0
+    assert len(server.runs) == 1
+
+
+def test_schedule_creates_a_recurring_run_on_kfps_six_field_cron_one_at_a_time_without_catchup(
+        compiled, server, tmp_path):
     from pipeline.cli import main
 
     job, out, _ = compiled
-    config_file, _ = write_config(tmp_path, host="http://kfp")
+    config_file, _ = write_config(tmp_path)
     assert main(["kubeflow", "schedule", "--config", config_file, "--pipeline", str(out),
-                 "--cron", "0 3 * * 0", "--experiment", "retraining",
+                 "--host", server.host, "--cron", "0 3 * * 0", "--experiment", "retraining",
                  "--job-name", "weekly-retrain"]) == 0
-    (client,) = fake_kfp
-    assert client.calls[0] == ("create_experiment", {"name": "retraining"})
-    name, kwargs = client.calls[1]
-    assert name == "create_recurring_run"
-    assert kwargs == {"experiment_id": "exp-7", "job_name": "weekly-retrain",
-                      "cron_expression": "0 0 3 * * 0",
-                      "pipeline_package_path": kwargs["pipeline_package_path"],
-                      "params": {}, "pipeline_root": ROOT, "max_concurrency": 1,
-                      "no_catchup": True, "enabled": True}
-    assert client.packages == [job["pipelineSpec"]]
+    assert server.refusals == [] and server.runs == []
+    [recurring] = server.recurring_runs
+    assert recurring["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * 0"}}
+    assert (recurring["max_concurrency"], recurring["no_catchup"], recurring["mode"]) == (
+        "1", True, "ENABLE")
+    assert recurring["display_name"] == "weekly-retrain"
+    assert server.experiments[recurring["experiment_id"]]["display_name"] == "retraining"
+    assert as_spec(recurring["pipeline_spec"]) == as_spec(job["pipelineSpec"])
+    assert recurring["runtime_config"] == {"pipeline_root": ROOT, "parameters": {}}
 
 
-def test_schedule_defaults_to_config_cron_and_job_name(compiled, fake_kfp, tmp_path):
+def test_schedule_defaults_to_the_config_cron_job_name_and_experiment(compiled, server,
+                                                                       tmp_path):
     from pipeline.cli import main
 
     _, out, cfg = compiled
-    config_file, _ = write_config(tmp_path, host="http://kfp", schedule_cron="30 1 * * 1-5")
+    config_file, _ = write_config(tmp_path, host=server.host, schedule_cron="30 1 * * 1-5")
     assert main(["kubeflow", "schedule", "--config", config_file, "--pipeline", str(out)]) == 0
-    kwargs = fake_kfp[0].calls[1][1]
-    assert kwargs["cron_expression"] == "0 30 1 * * 1-5"
-    assert kwargs["job_name"] == f"{cfg.pipeline.name}-retrain"
-    assert fake_kfp[0].calls[0][1] == {"name": cfg.pipeline.name}
+    [recurring] = server.recurring_runs
+    assert recurring["trigger"] == {"cron_schedule": {"cron": "0 30 1 * * 1-5"}}
+    assert recurring["display_name"] == f"{cfg.pipeline.name}-retrain"
+    assert server.experiments[recurring["experiment_id"]]["display_name"] == cfg.pipeline.name
 
 
 @pytest.mark.parametrize("argv, kubeflow, message", [
     (["submit"], {}, "--host"),
     (["schedule", "--cron", "0 3 * * 0"], {}, "kubeflow.host"),
-    (["schedule", "--host", "http://kfp", "--cron", "0 3 * * 8"], {}, "day-of-week"),
-    (["schedule", "--host", "http://kfp", "--cron", "0 3 * *"], {}, "expected 5 fields"),
-    (["schedule", "--host", "http://kfp"], {"schedule_cron": ""}, "kubeflow.schedule_cron"),
+    (["schedule", "--host", "SERVER", "--cron", "0 3 * * 8"], {}, "day-of-week"),
+    (["schedule", "--host", "SERVER", "--cron", "0 3 * *"], {}, "expected 5 fields"),
+    (["schedule", "--host", "SERVER"], {"schedule_cron": ""}, "kubeflow.schedule_cron"),
 ])
-def test_submit_schedule_errors_before_any_client_call(compiled, fake_kfp, tmp_path, capsys,
-                                                       argv, kubeflow, message):
+def test_submit_and_schedule_errors_come_before_any_call_to_kfp(compiled, server, tmp_path,
+                                                                capsys, argv, kubeflow, message):
     from pipeline.cli import main
 
     _, out, _ = compiled
     config_file, _ = write_config(tmp_path, **kubeflow)
+    argv = [server.host if arg == "SERVER" else arg for arg in argv]
     assert main(["kubeflow", argv[0], "--config", config_file, "--pipeline", str(out),
                  *argv[1:]]) == 1
-    assert message in capsys.readouterr().err
-    assert fake_kfp == []
+    [line] = error_lines(capsys.readouterr().err)
+    assert message in line
+    assert (server.experiments, server.runs, server.recurring_runs, server.refusals) == (
+        {}, [], [], [])
 
 
-def test_submit_missing_or_bad_pipeline_file(fake_kfp, tmp_path, capsys):
+def test_submit_refuses_a_missing_or_malformed_pipeline_file(server, tmp_path, capsys):
     from pipeline.cli import main
 
-    config_file, _ = write_config(tmp_path, host="http://kfp")
+    config_file, _ = write_config(tmp_path, host=server.host)
     missing = tmp_path / "nope.json"
     assert main(["kubeflow", "submit", "--config", config_file, "--pipeline",
                  str(missing)]) == 1
-    assert str(missing) in capsys.readouterr().err and fake_kfp == []
+    assert str(missing) in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"pipelineSpec": {"pipelineInfo": {"name": "x"},
                                                 "notAField": 1}}))
     assert main(["kubeflow", "submit", "--config", config_file, "--pipeline", str(bad)]) == 1
     assert f"{bad}: not a KFP PipelineJob" in capsys.readouterr().err
+    assert (server.experiments, server.runs) == ({}, [])
 
 
-def test_package_is_accepted_by_the_real_kfp_client(compiled, tmp_path):
-    """The fake's call shapes match kfp 2.5's Client, whose own parser reads our package."""
+def test_compiled_yaml_package_reaches_kfp_as_pipeline_spec_and_platform_spec(yaml_package,
+                                                                              server):
+    """What `kfp` itself does with our .yaml (kfp.Client reads both documents)."""
     import kfp
-    from kfp.client import client as kfp_client
 
-    from kubeflow.runner import load_pipeline_file, write_pipeline_package
+    docs, _, out, _ = yaml_package
+    kfp.Client(host=server.host).create_run_from_pipeline_package(
+        pipeline_file=str(out), arguments={}, run_name="k8s", experiment_name="cgd",
+        pipeline_root=MINIO_ROOT)
+    [run] = server.runs
+    assert set(run["pipeline_spec"]) == {"pipeline_spec", "platform_spec"}
+    assert as_spec(run["pipeline_spec"]["pipeline_spec"]) == as_spec(docs[0])
+    assert run["pipeline_spec"]["platform_spec"] == docs[1]
 
-    job, out, _ = compiled
-    spec, root = load_pipeline_file(str(out))
-    assert (spec, root) == (job["pipelineSpec"], ROOT)
-    doc = kfp_client._extract_pipeline_yaml(write_pipeline_package(spec, str(tmp_path)))
-    assert doc.pipeline_spec.pipeline_info.name == job["displayName"]
-    assert set(doc.pipeline_spec.root.dag.tasks) == TASKS
-    used = {
-        "create_run_from_pipeline_package": {"pipeline_file", "arguments", "run_name",
-                                             "experiment_name", "pipeline_root"},
-        "create_experiment": {"name"},
-        "create_recurring_run": {"experiment_id", "job_name", "cron_expression",
-                                 "pipeline_package_path", "params", "pipeline_root",
-                                 "max_concurrency", "no_catchup", "enabled"},
-    }
-    for method, names in used.items():
-        assert names <= set(inspect.signature(getattr(kfp.Client, method)).parameters), method
+
+def test_cgd_kubeflow_submit_sends_the_yaml_platform_spec_to_kfp(yaml_package, server, tmp_path):
+    from pipeline.cli import main
+
+    docs, _, out, cfg = yaml_package
+    config_file, _ = write_config(
+        tmp_path, **dict(dataclasses.asdict(cfg.kubeflow), host=server.host))
+    assert main(["kubeflow", "submit", "--config", config_file, "--pipeline", str(out)]) == 0
+    [run] = server.runs
+    assert as_spec(run["pipeline_spec"]["pipeline_spec"]) == as_spec(docs[0])
+    assert run["pipeline_spec"]["platform_spec"] == docs[1]
+
+
+def test_cgd_kubeflow_submit_of_a_yaml_spec_runs_under_kubeflow_pipeline_root(
+        yaml_package, server, tmp_path):
+    from pipeline.cli import main
+
+    docs, _, _, cfg = yaml_package
+    single = tmp_path / "spec-only.yaml"  # what compile writes without volumes/node selector
+    single.write_text(yaml.safe_dump(docs[0]))
+    config_file, _ = write_config(
+        tmp_path, **dict(dataclasses.asdict(cfg.kubeflow), host=server.host))
+    assert main(["kubeflow", "submit", "--config", config_file, "--pipeline", str(single)]) == 0
+    [run] = server.runs
+    assert run["runtime_config"].get("pipeline_root") == MINIO_ROOT
+
+
+# ------------------------------------------------------------------ the old spec is refused
+
+def compiled_the_old_way(job: dict, problem: str) -> dict:
+    """Our PipelineJob with what TFX's default KubeflowV2DagRunner config (and our old
+    latest_blessed_model_resolver) put in it: schema 2.0.0, or a resolver executor."""
+    job = copy.deepcopy(job)
+    spec = job["pipelineSpec"]
+    if problem == "schema 2.0.0":
+        spec["schemaVersion"] = "2.0.0"
+    else:
+        spec["deploymentSpec"]["executors"][f"{RESOLVER}_executor"] = {"resolver": {
+            "outputArtifactQueries": {"model_blessing": {"filter": (
+                'schema_title="tfx.ModelBlessing" AND state=LIVE AND '
+                'metadata.blessed.number_value=1')}}}}
+        spec["components"][RESOLVER] = {
+            "executorLabel": f"{RESOLVER}_executor",
+            "outputDefinitions": {"artifacts": {"model_blessing": {"artifactType": {
+                "instanceSchema": "title: tfx.ModelBlessing\ntype: object\n"}}}}}
+        spec["root"]["dag"]["tasks"][RESOLVER] = {
+            "taskInfo": {"name": RESOLVER}, "componentRef": {"name": RESOLVER}}
+    return job
+
+
+@pytest.fixture(params=sorted(REFUSALS))
+def old_spec(request, compiled, tmp_path):
+    """(path of a spec compiled the old way, what is wrong with it)."""
+    path = tmp_path / "old-pipeline.json"
+    path.write_text(json.dumps(compiled_the_old_way(compiled[0], request.param)))
+    return path, request.param
+
+
+def test_kfp_refuses_a_spec_compiled_the_old_way(old_spec, server, tmp_path):
+    """The cluster's verdict on the old spec, sent as kfp itself would send it."""
+    import kfp
+
+    path, problem = old_spec
+    package = tmp_path / "old.yaml"
+    package.write_text(yaml.safe_dump(json.loads(path.read_text())["pipelineSpec"]))
+    client = kfp.Client(host=server.host)
+    with pytest.raises(kfp_server_api.ApiException) as run_refused:
+        client.create_run_from_pipeline_package(
+            pipeline_file=str(package), arguments={}, run_name="old", experiment_name="cgd",
+            pipeline_root=ROOT)
+    assert run_refused.value.status == 500
+    with pytest.raises(kfp_server_api.ApiException):
+        client.create_recurring_run(
+            experiment_id=client.create_experiment(name="cgd").experiment_id,
+            job_name="weekly-retrain", cron_expression="0 0 3 * * 0",
+            pipeline_package_path=str(package), params={}, pipeline_root=ROOT)
+    assert [path for path, _ in server.refusals] == [
+        "/apis/v2beta1/runs", "/apis/v2beta1/recurringruns"]
+    assert all(REFUSALS[problem] in message for _, message in server.refusals)
+    assert server.runs == server.recurring_runs == []
+
+
+@pytest.mark.parametrize("action", [["submit"], ["schedule", "--cron", "0 3 * * 0"]])
+def test_cgd_kubeflow_reports_the_refusal_of_an_old_spec_in_one_error_line(
+        old_spec, server, tmp_path, capsys, action):
+    from pipeline.cli import main
+
+    path, problem = old_spec
+    config_file, _ = write_config(tmp_path, host=server.host)
+    assert main(["kubeflow", *action, "--config", config_file, "--pipeline", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = error_lines(err)
+    if problem == "schema 2.0.0":  # our own check, before anything is sent
+        assert "2.0.0" in line and "2.1.0" in line
+    else:
+        assert f"{RESOLVER}_executor" in line and "importer" in line
+    assert "cgd kubeflow compile" in line and str(path) in line
+    assert server.runs == server.recurring_runs == server.refusals == []
+
+
+def test_a_kfp_api_refusal_is_one_line_with_kfps_reason(server):
+    import kfp
+
+    from kubeflow.runner import KubeflowError, _kfp_call
+
+    client = kfp.Client(host=server.host)
+    with pytest.raises(KubeflowError, match=r"refused to get the run \(HTTP 404\): .*no-such-run"):
+        _kfp_call("get the run", lambda: client.get_run("no-such-run"))
 
 
 def test_kubeflow_without_action_prints_help(capsys):

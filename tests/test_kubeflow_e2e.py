@@ -1,0 +1,217 @@
+"""The compiled Kubeflow spec, run end to end as KFP 2.x runs it (tests/kfp_emulator.py).
+
+`cgd kubeflow compile` output goes through the API server's checks, then task
+by task through the driver and launcher emulation, each step a subprocess of
+this venv (standing in for the image), artifacts on an emulated MinIO store
+(KFP's default), metadata in a real ML Metadata store. Three runs:
+
+1. span 1: everything runs, the first model is pushed;
+2. span 2, trained badly: ExampleGen and everything after it rerun, the
+   evaluator compares with the model in production and does not push;
+3. span 2 again: served from KFP's cache up to the evaluator, which runs
+   (its verdict depends on production) and pushes nothing.
+
+And the spec `main` compiled before this change is refused (or fails) there.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from components.cars196.sample_data import make_sample_data
+from tests.conftest import SAMPLE, small_config
+from tests.kfp_emulator import KfpEmulator, Refused, TaskFailed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # a default KFP install's store
+KUBEFLOW = {"pipeline_root": PIPELINE_ROOT, "image": "registry.example/cgd:test",
+            "beam_args": ["--direct_num_workers=1"], "gpus": 1,
+            "gpu_limit_resource": "nvidia.com/gpu", "memory": "8G", "cpu": "2"}
+UP_TO_TRAINER = ["Cars196ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                 "Transform", "Trainer"]
+
+
+def compile_spec(cfg, path: Path, monkeypatch) -> tuple[dict, str]:
+    """`cgd kubeflow compile`, with the image's project directory at this checkout.
+
+    The venv stands in for the image, so the files the spec references inside
+    the image (the raw schema) are where they are in this checkout.
+    """
+    from kubeflow import runner
+
+    monkeypatch.setattr(runner, "IMAGE_PROJECT_DIR", ROOT)
+    runner.compile_pipeline(cfg, None, str(path))
+    return KfpEmulator.load(path)
+
+
+def versions(cfg) -> list[int]:
+    path = Path(cfg.pipeline.serving_dir) / cfg.serving.model_name
+    return sorted(int(p.name) for p in path.iterdir()) if path.is_dir() else []
+
+
+def metrics(emulator: KfpEmulator, run) -> dict:
+    evaluation = emulator.artifact(run.tasks["RecallEvaluator"].artifacts["evaluation"])
+    return json.loads((emulator.local_path(evaluation["uri"]) / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def kfp_runs(tmp_path_factory):
+    """The three runs of the module docstring, sharing one emulated cluster."""
+    monkeypatch = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("kfp")
+    source = tmp / "cars196"
+    make_sample_data(source / "span-1", **dict(SAMPLE, seed=11))
+    cfg = small_config(tmp, source, pipeline={"name": "cgd-kfp"},
+                       data={"file_pattern": "span-{SPAN}/*"},
+                       evaluator={"baseline_tolerance": 0.05}, kubeflow=KUBEFLOW)
+    emulator = KfpEmulator(tmp / "cluster")
+    try:
+        spec, root = compile_spec(cfg, tmp / "good.json", monkeypatch)
+        first = emulator.run(spec, root)
+        first_versions = versions(cfg)
+
+        make_sample_data(source / "span-2", **dict(SAMPLE, seed=12))
+        bad_cfg = cfg.replace(trainer={"epochs": 1, "steps_per_epoch": 1,
+                                       "learning_rate": 1e-9})
+        bad_spec, _ = compile_spec(bad_cfg, tmp / "bad.json", monkeypatch)
+        second = emulator.run(bad_spec, root)
+        second_versions = versions(cfg)
+        third = emulator.run(bad_spec, root)
+    finally:
+        monkeypatch.undo()
+    return dict(cfg=cfg, emulator=emulator, runs=(first, second, third),
+                versions=(first_versions, second_versions, versions(cfg)))
+
+
+def test_first_run_executes_every_task_and_pushes_the_first_model(kfp_runs):
+    emulator, (first, _, _) = kfp_runs["emulator"], kfp_runs["runs"]
+    assert {t.state for t in first.tasks.values()} == {"COMPLETE"}
+    assert len(kfp_runs["versions"][0]) == 1
+    result = metrics(emulator, first)
+    assert result["blessed"] and "first model" in result["reason"], result["reason"]
+    assert result["production_version"] is None
+
+
+def test_span_driver_resolves_the_newest_span_and_records_it_on_the_examples(kfp_runs):
+    emulator, (first, second, _) = kfp_runs["emulator"], kfp_runs["runs"]
+    fingerprints = []
+    for run, span in ((first, 1), (second, 2)):
+        driver = run.tasks["Cars196ExampleGen-driver"]
+        assert driver.parameters["span"] == span
+        assert f"span-{span}/*" in driver.parameters["input_config"]
+        examples = emulator.artifact(run.tasks["Cars196ExampleGen"].artifacts["examples"])
+        assert examples["metadata"]["span"] == span
+        assert examples["metadata"]["input_fingerprint"] == driver.parameters["input_fingerprint"]
+        fingerprints.append(driver.parameters["input_fingerprint"])
+        assert examples["uri"] == (f"{PIPELINE_ROOT}/cgd-kfp/{run.run_id}/Cars196ExampleGen/"
+                                   "examples")
+    assert fingerprints[0] != fingerprints[1] and "num_files:4" in fingerprints[0]
+
+
+def test_steps_get_what_kfp_gives_them_and_still_run(kfp_runs):
+    """Upstream artifacts arrive untyped with MLMD-roundtripped metadata, parameters as
+    parameterValues only; the entrypoint copes and the Trainer pod asks for its GPU."""
+    first = kfp_runs["runs"][0]
+    transform_input = first.tasks["Transform"].executor_input
+    examples = transform_input["inputs"]["artifacts"]["examples"]["artifacts"][0]
+    assert examples["type"] == {"instanceSchema": ""}
+    assert examples["name"].isdigit() and examples["uri"].startswith("minio://")
+    assert isinstance(examples["metadata"]["span"], float)  # MLMD gives numbers back as doubles
+    assert "parameters" not in transform_input["inputs"]
+    assert first.tasks["Trainer"].pod_resources == {"nvidia.com/gpu": "1", "memory": "8G",
+                                                     "cpu": "2"}
+
+
+def test_a_worse_model_on_a_new_span_is_compared_with_production_and_not_pushed(kfp_runs):
+    emulator, (_, second, _) = kfp_runs["emulator"], kfp_runs["runs"]
+    first_versions, second_versions, _ = kfp_runs["versions"]
+    # A new span: ExampleGen's cache key changed, so it and everything after it ran.
+    assert all(second.state(t) == "COMPLETE" for t in UP_TO_TRAINER if t != "ImportSchemaGen")
+    result = metrics(emulator, second)
+    assert result["production_version"] == first_versions[0]
+    assert not result["blessed"] and "below the blessed baseline" in result["reason"]
+    assert result["candidate"]["recall@1"] < result["baseline"]["recall@1"] - 0.05
+    assert second_versions == first_versions
+
+
+def test_an_unchanged_span_is_cached_up_to_the_evaluator_which_still_runs(kfp_runs):
+    emulator, (_, second, third) = kfp_runs["emulator"], kfp_runs["runs"]
+    assert [third.state(t) for t in UP_TO_TRAINER] == ["CACHED"] * len(UP_TO_TRAINER)
+    assert third.tasks["Trainer"].artifacts == second.tasks["Trainer"].artifacts
+    for never_cached in ("Cars196ExampleGen-driver", "RecallEvaluator", "Pusher"):
+        assert third.state(never_cached) == "COMPLETE", never_cached
+    result = metrics(emulator, third)
+    assert not result["blessed"] and result["production_version"] == kfp_runs["versions"][0][0]
+    assert kfp_runs["versions"][2] == kfp_runs["versions"][0]
+
+
+# ------------------------------------------------------------------ the harness refuses main's spec
+
+def old_main_spec(cfg, tmp_path) -> dict:
+    """The spec `cgd kubeflow compile` wrote before: TFX's defaults plus the MLMD resolver."""
+    from tfx import v1 as tfx
+
+    from kubeflow import runner
+
+    pipeline = runner.create_kubeflow_pipeline(cfg)
+    resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    pipeline.components.append(resolver)
+    job = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="img:1"),
+        output_dir=str(tmp_path), output_filename="old.json").run(pipeline)
+    return job["pipelineSpec"]
+
+
+def test_the_spec_main_compiled_before_is_refused(tmp_path):
+    cfg = small_config(tmp_path, tmp_path / "cars196", kubeflow=KUBEFLOW)
+    spec = old_main_spec(cfg, tmp_path)
+    emulator = KfpEmulator(tmp_path / "cluster")
+    with pytest.raises(Refused, match="only supports schema version 2.1.0, but the pipeline "
+                                      "spec has version 2.0.0"):
+        emulator.run(spec, PIPELINE_ROOT)
+    spec["schemaVersion"] = "2.1.0"  # even so, the resolver cannot be compiled
+    with pytest.raises(Refused, match="non-container and non-importer executor not implemented"):
+        emulator.run(spec, PIPELINE_ROOT)
+
+
+def test_tfx_2_0_parameters_fail_in_kfps_driver(tmp_path, sample_data):
+    """Without the schema check, the 2.0 spec's `constantValue` parameters fail the first task."""
+    cfg = small_config(tmp_path, sample_data.out_dir, kubeflow=KUBEFLOW)
+    spec = old_main_spec(cfg, tmp_path)
+    emulator = KfpEmulator(tmp_path / "cluster")
+    emulator.validate = lambda spec: None
+    with pytest.raises(TaskFailed, match="ValueOrRuntimeParameter_ConstantValue not implemented"):
+        emulator.run(spec, PIPELINE_ROOT)
+
+
+def test_tfx_2_1_spec_without_our_changes_fails_where_kfp_skips_the_driver(tmp_path, monkeypatch):
+    """TFX's own 2.1 spec: KFP never runs the ExampleGen driver hook, so {SPAN} stays unresolved."""
+    from tfx import v1 as tfx
+
+    from kubeflow import runner
+
+    source = tmp_path / "cars196"
+    make_sample_data(source / "span-1", num_classes=4, images_per_class=2, seed=3)
+    cfg = small_config(tmp_path, source, data={"file_pattern": "span-{SPAN}/*",
+                                                "train_classes": [1, 2], "eval_classes": [3, 4],
+                                                "validation_classes": 0},
+                       kubeflow=KUBEFLOW)
+    monkeypatch.setattr(runner, "IMAGE_PROJECT_DIR", ROOT)
+    job = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image="img:1", use_pipeline_spec_2_1=True),
+        output_dir=str(tmp_path), output_filename="tfx21.json").run(
+            runner.create_kubeflow_pipeline(cfg))
+    spec = job["pipelineSpec"]
+    spec["root"]["dag"]["tasks"] = {"Cars196ExampleGen": spec["root"]["dag"]["tasks"][
+        "Cars196ExampleGen"]}
+    with pytest.raises(TaskFailed, match=r"(?s)task Cars196ExampleGen: .*source directory "
+                                         r".*span-\{SPAN\} does not exist"):
+        KfpEmulator(tmp_path / "cluster").run(spec, PIPELINE_ROOT)
