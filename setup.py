@@ -6,9 +6,10 @@ setup(
     version="0.1.0",
     description="Fine-grained car retrieval (CGD on Cars196) as a production TFX pipeline",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*", "kubeflow*"]),
+    packages=find_packages(include=["core*", "pipeline*", "components*", "trainer*", "serving*",
+                                    "kubeflow*"]),
     package_data={
-        "pipeline": ["config.yaml"],
+        "core": ["config.yaml"],
         "components": ["cars196/schema.pbtxt"],
         "serving": ["deploy/*", "deploy/**/*"],
         "kubeflow": ["Dockerfile"],

@@ -68,7 +68,7 @@ def baseline_loop(source_dir: str, out_dir: str) -> int:
 def run_example_gen(source_dir: str, work: str, classes: int, beam_args: list[str]) -> None:
     from tfx import v1 as tfx
 
-    from pipeline.config import load_config
+    from core.config import load_config
     from pipeline.definition import create_components, create_pipeline
     train_last = max(1, classes // 2)
     cfg = load_config(None, {

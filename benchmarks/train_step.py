@@ -22,7 +22,7 @@ so this ratio is also a measure of how much of the CPU the pipeline takes away.
 
 Sizes: the demo size (``configs/demo.yaml``: the small backbone, 64 px, 6 x 4)
 runs the demo config unchanged; any other size runs the production defaults
-(``pipeline/config.yaml``: CGD ResNet-50, descriptors SG, embedding 1536, no last
+(``core/config.yaml``: CGD ResNet-50, descriptors SG, embedding 1536, no last
 stride, random init since weights are never downloaded) at that size, with the
 batch of ``--pk``. The production batch is 32 x 4 = 128; on two CPU cores a ResNet-50
 train step at 224 px takes many seconds, so the default here is 8 x 4 = 32 and 3
@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
-from pipeline.config import DEMO_FILE, Config, load_config  # noqa: E402
+from core.config import DEMO_FILE, Config, load_config  # noqa: E402
 from trainer import losses, sampler, task  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 

@@ -59,13 +59,13 @@ def register(subparsers) -> None:
 
 
 def _cli_error(e: Exception):
-    from pipeline.cli import CliError
+    from core.errors import CliError
     return CliError(str(e))
 
 
 def compile_command(args: argparse.Namespace) -> int:
     from kubeflow import runner
-    from pipeline.config import load_config
+    from core.config import load_config
 
     cfg = load_config(args.config)
     try:
@@ -87,7 +87,7 @@ def _client_and_experiment(args: argparse.Namespace, cfg):
     """Check the host and the pipeline file, then make the client (no network before)."""
     import os
 
-    from pipeline.cli import CliError
+    from core.errors import CliError
 
     host = (args.host or cfg.kubeflow.host or "").strip()
     if not host:
@@ -101,7 +101,7 @@ def _client_and_experiment(args: argparse.Namespace, cfg):
 
 def submit_command(args: argparse.Namespace) -> int:
     from kubeflow import runner
-    from pipeline.config import load_config
+    from core.config import load_config
 
     cfg = load_config(args.config)
     client, experiment = _client_and_experiment(args, cfg)
@@ -118,8 +118,8 @@ def submit_command(args: argparse.Namespace) -> int:
 
 def schedule_command(args: argparse.Namespace) -> int:
     from kubeflow import runner
-    from pipeline.cli import CliError
-    from pipeline.config import load_config
+    from core.errors import CliError
+    from core.config import load_config
 
     cfg = load_config(args.config)
     cron = args.cron or cfg.kubeflow.schedule_cron

@@ -34,7 +34,7 @@ import os
 import re
 from typing import Any
 
-from pipeline.config import Config
+from core.config import Config
 
 log = logging.getLogger("cgd")
 

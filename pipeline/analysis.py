@@ -77,7 +77,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _error(message: str):
-    from pipeline.cli import CliError
+    from core.errors import CliError
     return CliError(message)
 
 
@@ -118,7 +118,7 @@ def resolve_examples_dir(cfg, examples: str | None) -> str:
 
 def _load(args):
     """(config, examples dir, images, 0-based labels, ids) of the requested split."""
-    from pipeline.config import load_config
+    from core.config import load_config
     cfg = load_config(args.config)
     examples = resolve_examples_dir(cfg, args.examples)
     from components.recall_evaluator.executor import read_eval_images
@@ -190,7 +190,7 @@ def visualize_data(args: argparse.Namespace) -> int:
     import tensorflow as tf
     from PIL import Image, ImageDraw
 
-    from components.transform import image_ops
+    from components.preprocessing import image_ops
     _positive(args.count, "--count")
     cfg, examples, images, labels, _ = _load(args)
     count = min(args.count, len(images))

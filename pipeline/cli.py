@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from pipeline.config import ConfigError
+from core.errors import CliError
 
 COMMAND_MODULES = (
     "pipeline.commands",
@@ -53,17 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CliError, ConfigError) as e:
+    except CliError as e:  # ConfigError included
         print(f"cgd {args.command}: error: {e}", file=sys.stderr)
         return 1
 
 
-class CliError(Exception):
-    """An error the user can fix; printed without a traceback."""
-
-
 if __name__ == "__main__":
-    # Re-import so `python -m pipeline.cli` raises and catches the same CliError
-    # class as the commands (which import pipeline.cli, not __main__).
-    from pipeline.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

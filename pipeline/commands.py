@@ -56,7 +56,7 @@ def sample_data(args: argparse.Namespace) -> int:
         summary = make_sample_data(args.out, args.classes, args.images_per_class,
                                    args.seed, args.corrupt, progress=progress)
     except ValueError as e:
-        from pipeline.cli import CliError
+        from core.errors import CliError
         raise CliError(str(e)) from None
     log.info("sample-data: wrote %s: %d train + %d test annotated images (%d corrupt)",
              summary.out_dir, len(summary.train), len(summary.test), len(summary.corrupt))
@@ -64,15 +64,15 @@ def sample_data(args: argparse.Namespace) -> int:
 
 
 def pipeline_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
+    from core.config import load_config
     from pipeline.run import run_local
     run_local(load_config(args.config))
     return 0
 
 
 def retrain(args: argparse.Namespace) -> int:
-    from pipeline.cli import CliError
-    from pipeline.config import load_config
+    from core.errors import CliError
+    from core.config import load_config
     from pipeline.run import parse_interval, retrain_every
     try:
         every = parse_interval(args.every)
@@ -84,6 +84,6 @@ def retrain(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from pipeline.config import DEMO_FILE
+    from core.config import DEMO_FILE
     from pipeline.demo import run_demo
     return run_demo(args.config or str(DEMO_FILE))

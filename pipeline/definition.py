@@ -18,9 +18,9 @@ from tfx import v1 as tfx
 import components.cars196
 from components.cars196.component import Cars196ExampleGen
 from components.recall_evaluator.component import RecallEvaluator
-from pipeline.config import Config
+from core.config import Config
 
-PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
+PREPROCESSING_FN = "components.preprocessing.tft_module.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
 # Keys of the Trainer's custom_config, read by trainer.task.run_fn.
 CONFIG_KEY, CHECKPOINT_ROOT_KEY = "config", "checkpoint_root"
@@ -66,7 +66,7 @@ def create_components(cfg: Config, root: str | None = None,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image_size": cfg.transform.image_size,
                        "pad_value": list(cfg.transform.pad_value),
-                       "code": code_fingerprint("components/transform")},
+                       "code": code_fingerprint("components/preprocessing")},
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=cfg.data.output_splits),
     )
@@ -84,7 +84,7 @@ def create_components(cfg: Config, root: str | None = None,
         custom_config={
             CONFIG_KEY: cfg.to_dict(),
             CHECKPOINT_ROOT_KEY: checkpoint_root,
-            "code": code_fingerprint("trainer", "components/transform"),
+            "code": code_fingerprint("trainer", "components/preprocessing"),
         },
     )
     # The baseline is the model in production, read by the evaluator from the

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from pipeline.artifacts import newest_numbered_dir, newest_output
-from pipeline.config import CARS196_FILES, Config, load_config
+from core.config import Config, load_config
+from core.names import CARS196_FILES
 
 log = logging.getLogger("cgd.demo")
 LOCAL_RUNNER = Path(__file__).with_name("local_runner.py")

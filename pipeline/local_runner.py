@@ -6,7 +6,7 @@
 
 `tfx pipeline create` runs this file as __main__ with LocalDagRunner.run
 patched to record the pipeline; `tfx run create` runs it again for real.
-Without CGD_CONFIG the packaged defaults (pipeline/config.yaml) are used.
+Without CGD_CONFIG the packaged defaults (core/config.yaml) are used.
 """
 
 import os
@@ -16,7 +16,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is import
 from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
-from pipeline import config as config_lib  # noqa: E402
+from core import config as config_lib  # noqa: E402
 from pipeline.definition import create_pipeline  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 
-from pipeline.config import Config
+from core.config import Config
 
 log = logging.getLogger("cgd")
 

@@ -29,10 +29,10 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from core.names import EMBEDDING_OUTPUT, IMAGES_INPUT, SERVING_SIGNATURE
+
 log = logging.getLogger("cgd.serving.client")
 
-IMAGES_INPUT = "images"
-EMBEDDING_OUTPUT = "embedding"
 
 
 class ServingError(RuntimeError):
@@ -62,7 +62,7 @@ class EmbeddingClient:
     """
 
     def __init__(self, target: str = "localhost:8500", model_name: str = "cgd",
-                 signature_name: str = "serving_default", timeout_s: float = 30.0,
+                 signature_name: str = SERVING_SIGNATURE, timeout_s: float = 30.0,
                  retries: int = 3, backoff_s: float = 0.2, version: int | None = None,
                  batch_size: int = 32, input_key: str = IMAGES_INPUT,
                  output_key: str = EMBEDDING_OUTPUT,

@@ -88,17 +88,17 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def _missing_action(parser):
-    from pipeline.cli import CliError
+    from core.errors import CliError
     raise CliError(f"choose an action: {parser.prog} build ...")
 
 
 def _serving_config(args):
-    from pipeline.config import load_config
+    from core.config import load_config
     return load_config(getattr(args, "config", None))
 
 
 def _client(args):
-    from pipeline.cli import CliError
+    from core.errors import CliError
     from serving.client import EmbeddingClient
 
     cfg = _serving_config(args).serving
@@ -116,7 +116,7 @@ def serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from pipeline.cli import CliError
+    from core.errors import CliError
 
     cfg = _serving_config(args)
     sc = cfg.serving
@@ -173,7 +173,7 @@ def serve(args: argparse.Namespace) -> int:
 def embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pipeline.cli import CliError
+    from core.errors import CliError
     from serving.client import ServingError
 
     for path in args.images:
@@ -215,7 +215,7 @@ def _atomic_write(path: str, write) -> None:
 
 
 def index_build(args: argparse.Namespace) -> int:
-    from pipeline.cli import CliError
+    from core.errors import CliError
     from serving.client import ServingError
     from serving.index import build_index, progress_printer
 
@@ -235,7 +235,7 @@ def index_build(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    from pipeline.cli import CliError
+    from core.errors import CliError
     from serving.client import ServingError
     from serving.index import GalleryIndex, GalleryIndexError
 

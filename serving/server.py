@@ -54,9 +54,11 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from core.names import SERVING_SIGNATURE
+
 log = logging.getLogger("cgd.serving")
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = SERVING_SIGNATURE
 SAVED_MODEL_FILE = "saved_model.pb"
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 

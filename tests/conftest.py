@@ -23,7 +23,7 @@ def sample_data(tmp_path_factory):
 
 def small_config(tmp_path, source_dir, **sections):
     """A validated Config for tests: small images, tmp dirs, DirectRunner in-process."""
-    from pipeline.config import load_config
+    from core.config import load_config
     overrides = {
         "pipeline": {"name": "cgd-test", "root": str(tmp_path / "pipelines"),
                      "metadata_path": str(tmp_path / "metadata.sqlite"),

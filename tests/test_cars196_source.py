@@ -9,7 +9,7 @@ import scipy.io
 
 from components.cars196 import tfds_source
 from components.cars196.sample_data import make_sample_data
-from pipeline.config import CARS196_FILES
+from core.names import CARS196_FILES
 from tests.conftest import SAMPLE
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DEMO_FILE, ConfigError, load_config
+from core.config import DEMO_FILE, ConfigError, load_config
 
 
 def test_defaults_are_the_cgd_recipe():

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.transform import image_ops
+from components.preprocessing import image_ops
 
 # Bilinear with antialiasing in TF vs PIL's BILINEAR resampling (which also
 # widens its filter on downscaling): same filter family, different rounding

@@ -752,6 +752,6 @@ def test_dockerfile_copies_every_package_setup_py_installs():
     root = DOCKERFILE.parent.parent
     copied = set(re.findall(r"^COPY\s+(\w+)\s+\./\1$", DOCKERFILE.read_text(), re.M))
     top_level = {p.split(".")[0] for p in find_packages(
-        str(root), include=["pipeline*", "components*", "trainer*", "serving*", "kubeflow*"])}
+        str(root), include=["core*", "pipeline*", "components*", "trainer*", "serving*", "kubeflow*"])}
     assert top_level == copied
     assert "setup.py" in DOCKERFILE.read_text()

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
-from components.transform import image_ops
+from components.preprocessing import image_ops
 from pipeline.definition import create_components, create_pipeline
 from tests.conftest import SAMPLE, latest_output, small_config
 

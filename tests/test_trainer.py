@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from PIL import Image
 
-from components.transform import image_ops
+from components.preprocessing import image_ops
 from trainer import export, sampler, task
 from trainer.model import embedding_model
 from tests.conftest import latest_output

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from components.transform import image_ops
-from components.transform.preprocessing import IMAGE_KEY, TRANSFORMED_IMAGE_KEY
-
-IMAGES_INPUT = "images"
-PIXELS_INPUT = "pixels"
-EMBEDDING_OUTPUT = "embedding"
-PIXELS_SIGNATURE = "pixels"
+from components.preprocessing import image_ops
+from core.names import (EMBEDDING_OUTPUT, IMAGE_KEY, IMAGES_INPUT, PIXELS_INPUT,
+                        PIXELS_SIGNATURE, SERVING_SIGNATURE, TRANSFORMED_IMAGE_KEY)
 
 
 class EmbeddingExport(tf.Module):
@@ -65,6 +61,6 @@ def export_saved_model(embedding_model, tft_output, export_dir: str, image_size:
     module = EmbeddingExport(embedding_model, tft_output.transform_features_layer(),
                              image_size, pad_value)
     tf.saved_model.save(module, export_dir, signatures={
-        "serving_default": module.serve_images,
+        SERVING_SIGNATURE: module.serve_images,
         PIXELS_SIGNATURE: module.serve_pixels,
     })

@@ -400,9 +400,9 @@ def contrastive_loss(labels, embeddings, margin=0.5):
 
 # ------------------------------------------------------------------------ registry
 
-# Names as in the config (pipeline.config.LOSSES); values take (labels, embeddings,
+# Names as in the config (core.names.LOSSES); values take (labels, embeddings,
 # **hyperparameters).
-LOSSES: dict[str, Callable[..., tf.Tensor]] = {
+LOSS_FUNCTIONS: dict[str, Callable[..., tf.Tensor]] = {
     "batch_hard": batch_hard_triplet_loss,
     "batch_hard_soft": functools.partial(batch_hard_triplet_loss, soft=True),
     "hap2s_exp": functools.partial(hap2s_loss, weighting="exp"),
@@ -416,7 +416,7 @@ LOSSES: dict[str, Callable[..., tf.Tensor]] = {
 
 
 def _hyperparameters(cfg) -> dict:
-    """The keyword arguments LOSSES[cfg.loss] takes from the trainer config."""
+    """The keyword arguments LOSS_FUNCTIONS[cfg.loss] takes from the trainer config."""
     name = cfg.loss
     if name == "batch_hard":
         return {"margin": cfg.margin}
@@ -435,7 +435,7 @@ def _hyperparameters(cfg) -> dict:
         return {}  # no margin; l2_reg keeps its default
     if name == "angular":
         return {"degrees": cfg.angular_degrees}
-    raise ValueError(f"trainer.loss must be one of {sorted(LOSSES)}, got {name!r}")
+    raise ValueError(f"trainer.loss must be one of {sorted(LOSS_FUNCTIONS)}, got {name!r}")
 
 
 def ranking_loss_from_config(trainer_cfg) -> LossFn:
@@ -443,7 +443,7 @@ def ranking_loss_from_config(trainer_cfg) -> LossFn:
 
     Args:
       trainer_cfg: an object with attributes ``loss``, ``margin``, ``hap2s_sigma``,
-        ``hap2s_alpha`` and ``angular_degrees`` (``pipeline.config.TrainerConfig``).
+        ``hap2s_alpha`` and ``angular_degrees`` (``core.config.TrainerConfig``).
 
     Returns:
       ``fn(labels, embeddings) -> float32 scalar``, named ``<loss>_loss`` (Keras uses
@@ -454,7 +454,7 @@ def ranking_loss_from_config(trainer_cfg) -> LossFn:
     ``angular_degrees``.
     """
     kwargs = _hyperparameters(trainer_cfg)
-    base = LOSSES[trainer_cfg.loss]
+    base = LOSS_FUNCTIONS[trainer_cfg.loss]
 
     def loss(labels, embeddings):
         return base(labels, embeddings, **kwargs)

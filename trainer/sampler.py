@@ -17,8 +17,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from components.transform import image_ops
-from components.transform.preprocessing import LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from components.preprocessing import image_ops
+from core.names import LABEL_KEY, TRANSFORMED_IMAGE_KEY
 
 log = logging.getLogger(__name__)
 

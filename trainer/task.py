@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from pipeline.config import Config, config_from_dict
+from core.config import Config, config_from_dict
 from trainer import export, losses, sampler
 from trainer.model import build_model, embedding_model
 

@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="run directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from pipeline.config import load_config
+    from core.config import load_config
     from trainer import task
     cfg = load_config(args.config)
     _, validation = task.train(cfg, args.train, args.valid, args.out)

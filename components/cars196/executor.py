@@ -25,7 +25,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components.cars196 import tfds_source
-from pipeline.config import retrieval_split
+from core.config import retrieval_split
 
 log = logging.getLogger(__name__)
 COUNTER_NAMESPACE = "cars196_example_gen"

@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import cars196
 
-from pipeline.config import CARS196_FILES
+from core.names import CARS196_FILES
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from tfx.utils import io_utils, path_utils
 
 from components.recall_evaluator import constants, production
 from components.recall_evaluator.verdict import bless
-from pipeline.config import config_from_dict
+from core.names import EMBEDDING_OUTPUT, IMAGES_INPUT, SERVING_SIGNATURE
+from core.config import config_from_dict
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64
@@ -41,11 +42,11 @@ def read_eval_images(examples_uri: str, split: str) -> tuple[list[bytes], np.nda
 
 def embed_with_signature(model_dir: str, images: list[bytes]) -> np.ndarray:
     """[N, D] embeddings from the SavedModel's serving_default signature (what is served)."""
-    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    signature = tf.saved_model.load(model_dir).signatures[SERVING_SIGNATURE]
     out = []
     for start in range(0, len(images), EMBED_BATCH):
         batch = tf.constant(images[start:start + EMBED_BATCH])
-        out.append(signature(images=batch)["embedding"].numpy())
+        out.append(signature(**{IMAGES_INPUT: batch})[EMBEDDING_OUTPUT].numpy())
         log.info("embedded %d/%d eval images", min(start + EMBED_BATCH, len(images)),
                  len(images))
     return np.concatenate(out)

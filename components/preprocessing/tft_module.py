@@ -1,6 +1,6 @@
-"""TF Transform preprocessing_fn: raw Cars196 tf.Examples -> square uint8 images.
+"""Transform's module file: ``preprocessing_fn``, raw Cars196 tf.Examples -> square uint8 images.
 
-Referenced by name (``components.transform.preprocessing.preprocessing_fn``) so
+Referenced by name (``components.preprocessing.tft_module.preprocessing_fn``) so
 it is imported from the installed package, also on Kubeflow. ``custom_config``
 carries ``image_size`` and ``pad_value`` from the pipeline config.
 """
@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from components.transform import image_ops
-
-IMAGE_KEY = "image"          # raw: encoded JPEG/PNG bytes
-LABEL_KEY = "label"          # raw and transformed: 0-based class id
-IMAGE_ID_KEY = "image_id"
-TRANSFORMED_IMAGE_KEY = "image_u8"  # serialized uint8 [S, S, 3] (image_ops.serialize_images)
+from components.preprocessing import image_ops
+from core.names import IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 
 
 def _flat(tensor: tf.Tensor) -> tf.Tensor:

@@ -1,6 +1,6 @@
 """One typed, validated configuration for the whole product.
 
-Defaults live in ``pipeline/config.yaml`` (shipped with the package); a user file
+Defaults live in ``core/config.yaml`` (shipped with the package); a user file
 overrides only the keys it names. ``load_config`` is the single edge where YAML
 becomes a typed ``Config``: every key is checked for existence, type and range,
 and errors name the dotted key and the file. Nothing downstream re-validates.
@@ -16,20 +16,11 @@ from typing import Any, Mapping
 
 import yaml
 
+from core.errors import ConfigError
+from core.names import LOSSES
+
 DEFAULTS_FILE = Path(__file__).with_name("config.yaml")
 DEMO_FILE = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
-
-CARS196_FILES = (
-    "cars_train.tgz",
-    "cars_test.tgz",
-    "car_devkit.tgz",
-    "cars_test_annos_withlabels.mat",
-)
-LOSSES = (
-    "batch_hard", "batch_hard_soft", "hap2s_exp", "hap2s_poly", "semi_hard",
-    "lifted", "npairs", "angular", "contrastive",
-)
-
 
 KUBEFLOW_TARGETS = ("kfp", "vertex")
 # Vertex AI's names for the accelerators it schedules (aiplatform AcceleratorType).
@@ -38,10 +29,6 @@ VERTEX_ACCELERATORS = (
     "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB",
     "NVIDIA_H100_MEGA_80GB", "NVIDIA_H200_141GB",
 )
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
 def _path(**kw):

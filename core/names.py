@@ -1,0 +1,42 @@
+"""Names shared across packages: one definition each (features, signatures, keys, files).
+
+A name used by two components, or by a component and the serving side, lives here;
+a name private to one module stays in it.
+"""
+
+# Raw tf.Example features (Cars196ExampleGen writes them, Transform and the evaluator read them).
+IMAGE_KEY = "image"              # encoded JPEG/PNG bytes
+LABEL_KEY = "label"              # 0-based class id (raw and transformed)
+IMAGE_ID_KEY = "image_id"
+# Transformed feature: serialized uint8 [S, S, 3] (components/preprocessing/image_ops.serialize_images).
+TRANSFORMED_IMAGE_KEY = "image_u8"
+
+# The exported SavedModel's contract (trainer/export.py writes it; serving and the evaluator read it).
+SERVING_SIGNATURE = "serving_default"   # encoded image bytes -> embedding
+PIXELS_SIGNATURE = "pixels"             # uint8 [N, H, W, 3] -> embedding
+IMAGES_INPUT = "images"
+PIXELS_INPUT = "pixels"
+EMBEDDING_OUTPUT = "embedding"
+LOGITS_OUTPUT = "logits"                # the training model's auxiliary head only
+
+# The Trainer's custom_config (pipeline/definition.py writes it, trainer/task.py reads it).
+TRAINER_JOB_KEY = "trainer_job"          # core.config.TrainerJob.to_dict()
+CHECKPOINT_ROOT_KEY = "checkpoint_root"  # "" = no resumable checkpoints
+CODE_FINGERPRINT_KEY = "code"            # cache key only (pipeline/definition.code_fingerprint)
+
+# Written by the Trainer into its model run directory, read by the demo and the tests.
+VALIDATION_FILE = "validation.json"
+
+# Ranking losses by config name (trainer/losses.py implements exactly these).
+LOSSES = (
+    "batch_hard", "batch_hard_soft", "hap2s_exp", "hap2s_poly", "semi_hard",
+    "lifted", "npairs", "angular", "contrastive",
+)
+
+# The four files of the Cars196 release (TFDS cars196).
+CARS196_FILES = (
+    "cars_train.tgz",
+    "cars_test.tgz",
+    "car_devkit.tgz",
+    "cars_test_annos_withlabels.mat",
+)
