@@ -33,6 +33,7 @@ setup(
         "scipy",
         "scikit-learn",
         "pyyaml",
+        "croniter",  # validates the Kubeflow recurring-run schedule
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["cgd=pipeline.cli:main"]},

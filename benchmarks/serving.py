@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from core.names import EMBEDDING_OUTPUT, IMAGES_INPUT, SERVING_SIGNATURE  # noqa: E402
 from serving.standin import write_stand_in_model  # noqa: E402
 
 
@@ -183,10 +184,10 @@ def main() -> int:
     print(f"model: {model_desc}; images: {len(images)} JPEGs, {args.image_size} px high, "
           f"{kb:.1f} KiB mean; {seconds:g} s per case")
 
-    fn = tf.saved_model.load(version_dir).signatures["serving_default"]
+    fn = tf.saved_model.load(version_dir).signatures[SERVING_SIGNATURE]
 
     def direct(batch):
-        return fn(images=tf.constant(batch, dtype=tf.string))["embedding"].numpy()
+        return fn(**{IMAGES_INPUT: tf.constant(batch, dtype=tf.string)})[EMBEDDING_OUTPUT].numpy()
 
     def batches(size):
         return [[images[(i * size + j) % len(images)] for j in range(size)] for i in range(16)]

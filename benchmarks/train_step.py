@@ -154,7 +154,7 @@ def compiled_model(cfg: Config) -> tf_keras.Model:
     with task.choose_strategy().scope():
         model = build_model(t, num_classes, cfg.transform.image_size)
         model.compile(
-            optimizer=task.make_optimizer(cfg),
+            optimizer=task.make_optimizer(t),
             loss={"embedding": losses.ranking_loss_from_config(t),
                   "logits": task.classification_loss(num_classes, t.label_smoothing)},
             loss_weights={"embedding": 1.0, "logits": t.classification_loss_weight})

@@ -287,6 +287,33 @@ class KubeflowConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainerJob:
+    """What the Trainer reads, and only that: its custom_config.
+
+    TFX's cache key includes a component's parameters, so giving the Trainer the
+    whole config would rerun training after an edit of, say, a serving port.
+    """
+    trainer: TrainerConfig
+    transform: TransformConfig
+    first_class: int   # 1-based id of the first training class (labels are offset by it)
+    num_classes: int   # classes the classification head sees (training minus hold-out)
+
+    @classmethod
+    def of(cls, cfg: "Config") -> "TrainerJob":
+        return cls(cfg.trainer, cfg.transform, cfg.data.train_classes[0],
+                   cfg.data.num_train_classes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainerJob":
+        """The inverse of ``to_dict`` (values written by ``of`` from a validated Config)."""
+        return cls(TrainerConfig(**values["trainer"]), TransformConfig(**values["transform"]),
+                   int(values["first_class"]), int(values["num_classes"]))
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     pipeline: PipelineConfig
     data: DataConfig

@@ -121,7 +121,7 @@ def _load(args):
     from core.config import load_config
     cfg = load_config(args.config)
     examples = resolve_examples_dir(cfg, args.examples)
-    from components.recall_evaluator.executor import read_eval_images
+    from components.recall_evaluator.embedding import read_eval_images
     try:
         images, labels, ids = read_eval_images(examples, args.split)
     except FileNotFoundError as e:
@@ -130,7 +130,7 @@ def _load(args):
 
 
 def _embed(model_dir: str, images) -> np.ndarray:
-    from components.recall_evaluator.executor import embed_with_signature
+    from components.recall_evaluator.embedding import embed_with_signature
     try:
         return embed_with_signature(model_dir, images)
     except KeyError as e:
@@ -218,7 +218,7 @@ def visualize_data(args: argparse.Namespace) -> int:
 
 
 def visualize_rankings(args: argparse.Namespace) -> int:
-    from components.recall_evaluator.executor import write_rankings
+    from components.recall_evaluator.ranking_picture import write_rankings
     _positive(args.queries, "--queries")
     model_dir = resolve_model_dir(args.model)
     _, examples, images, labels, ids = _load(args)

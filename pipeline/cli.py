@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "pipeline.commands",
     "pipeline.analysis",
     "serving.commands",
-    "kubeflow.commands",
+    "pipeline.kubeflow_commands",
 )
 
 
@@ -54,8 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CliError as e:  # ConfigError included
-        print(f"cgd {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command_name(args)}: error: {e}", file=sys.stderr)
         return 1
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """'cgd kubeflow submit' for a nested action (its dest is '<command>_command')."""
+    action = getattr(args, f"{args.command}_command", None)
+    return " ".join(["cgd", args.command] + ([action] if isinstance(action, str) else []))
 
 
 if __name__ == "__main__":

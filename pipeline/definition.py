@@ -9,6 +9,7 @@ load a config and call ``create_pipeline``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -18,12 +19,11 @@ from tfx import v1 as tfx
 import components.cars196
 from components.cars196.component import Cars196ExampleGen
 from components.recall_evaluator.component import RecallEvaluator
-from core.config import Config
+from core import names
+from core.config import Config, TrainerJob
 
 PREPROCESSING_FN = "components.preprocessing.tft_module.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
-# Keys of the Trainer's custom_config, read by trainer.task.run_fn.
-CONFIG_KEY, CHECKPOINT_ROOT_KEY = "config", "checkpoint_root"
 RAW_SCHEMA = str(Path(components.cars196.__file__).with_name("schema.pbtxt"))
 
 
@@ -66,7 +66,7 @@ def create_components(cfg: Config, root: str | None = None,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image_size": cfg.transform.image_size,
                        "pad_value": list(cfg.transform.pad_value),
-                       "code": code_fingerprint("components/preprocessing")},
+                       names.CODE_FINGERPRINT_KEY: code_fingerprint("components/preprocessing")},
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=cfg.data.output_splits),
     )
@@ -81,10 +81,11 @@ def create_components(cfg: Config, root: str | None = None,
         train_args=tfx.proto.TrainArgs(
             splits=["train"], num_steps=cfg.trainer.epochs * cfg.trainer.steps_per_epoch),
         eval_args=tfx.proto.EvalArgs(splits=[selection_split]),
+        # Only what run_fn reads: an edit elsewhere in the config keeps the cache.
         custom_config={
-            CONFIG_KEY: cfg.to_dict(),
-            CHECKPOINT_ROOT_KEY: checkpoint_root,
-            "code": code_fingerprint("trainer", "components/preprocessing"),
+            names.TRAINER_JOB_KEY: TrainerJob.of(cfg).to_dict(),
+            names.CHECKPOINT_ROOT_KEY: checkpoint_root,
+            names.CODE_FINGERPRINT_KEY: code_fingerprint("trainer", "components/preprocessing"),
         },
     )
     # The baseline is the model in production, read by the evaluator from the
@@ -95,7 +96,8 @@ def create_components(cfg: Config, root: str | None = None,
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         serving_model_dir=serving_model_dir,
-        config=dict(cfg.to_dict(), code=code_fingerprint("components/recall_evaluator")),
+        evaluator_config=dataclasses.asdict(cfg.evaluator),
+        code_fingerprint=code_fingerprint("components/recall_evaluator"),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],

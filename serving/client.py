@@ -1,4 +1,4 @@
-"""gRPC embedding client for TensorFlow Serving (or the embedded ``serving.server``).
+"""gRPC embedding client for TensorFlow Serving (or the embedded ``serving.model_server``).
 
 Uses only the standard TF Serving API (``PredictionService.Predict``,
 ``GetModelMetadata``, ``ModelService.GetModelStatus`` from

@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 
+from core.names import SERVING_SIGNATURE
+
 log = logging.getLogger("cgd")
 
 
@@ -46,7 +48,7 @@ def register(subparsers) -> None:
                     "{path: embedding} to stdout, or writes --output (.json, or .npy [N, D] "
                     "in argument order).")
     _client_args(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
+    p.add_argument("image_files", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
     p.add_argument("--output", help="out.json or out.npy (default: JSON to stdout)")
     p.set_defaults(func=embed)
 
@@ -80,7 +82,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (default: the packaged defaults)")
     p.add_argument("--server", help="gRPC HOST:PORT (default: serving.host:serving.grpc_port)")
     p.add_argument("--model-name", help="default: serving.model_name")
-    p.add_argument("--signature-name", default="serving_default")
+    p.add_argument("--signature-name", default=SERVING_SIGNATURE)
     p.add_argument("--model-version", type=int, help="pin a version (default: newest served)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE")
@@ -132,7 +134,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.batching_parameters_file:
         from google.protobuf import text_format
 
-        from serving.server import read_batching_parameters
+        from serving.deploy_config import read_batching_parameters
         try:
             max_batch, timeout_ms = read_batching_parameters(args.batching_parameters_file)
         except (OSError, text_format.ParseError) as e:
@@ -147,7 +149,7 @@ def serve(args: argparse.Namespace) -> int:
         if not -1 <= value <= 65535 or (flag == "--port" and value < 0):
             raise CliError(f"{flag} {value} is not a port")
 
-    from serving.server import ModelServer
+    from serving.model_server import ModelServer
     try:
         server = ModelServer(base, name, host=args.host or sc.host, grpc_port=port,
                              rest_port=None if rest_port < 0 else rest_port,
@@ -176,22 +178,22 @@ def embed(args: argparse.Namespace) -> int:
     from core.errors import CliError
     from serving.client import ServingError
 
-    for path in args.images:
+    for path in args.image_files:
         if not os.path.isfile(path):
             raise CliError(f"image {path} does not exist")
     if args.output and not args.output.endswith((".json", ".npy")):
         raise CliError(f"--output {args.output}: use a .json or .npy file name")
     with _client(args) as client:
         try:
-            embeddings = client.embed_files(args.images)
+            embeddings = client.embed_files(args.image_files)
         except ServingError as e:
             raise CliError(str(e)) from None
-    log.info("embed: %d images -> %s from model %s version %s", len(args.images),
+    log.info("embed: %d images -> %s from model %s version %s", len(args.image_files),
              list(embeddings.shape), client.model_name, client.last_model_version)
     if args.output and args.output.endswith(".npy"):
         _atomic_write(args.output, lambda f: np.save(f, embeddings))
         return 0
-    text = json.dumps({p: e.tolist() for p, e in zip(args.images, embeddings)})
+    text = json.dumps({p: e.tolist() for p, e in zip(args.image_files, embeddings)})
     if args.output:
         _atomic_write(args.output, lambda f: f.write(text.encode() + b"\n"))
     else:

@@ -9,7 +9,9 @@ The index is one ``.npz`` file (``numpy.load(path, allow_pickle=False)`` reads i
 
 It is written to a temporary file in the same directory and moved into place
 with ``os.replace``, so an index is never half-written. Search is exact top-k
-by Euclidean distance (``numpy.argpartition``), as used for Recall@K.
+by Euclidean distance with the evaluator's ``nearest_neighbours``
+(``components.recall_evaluator.metrics``, pure NumPy), so a served search ranks
+exactly as Recall@K counts: ties go to the lower gallery index.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
+
+from components.recall_evaluator.metrics import nearest_neighbours
 
 log = logging.getLogger("cgd.serving.index")
 
@@ -96,25 +100,22 @@ class GalleryIndex:
         return index
 
     def search(self, query: np.ndarray, k: int = 8) -> list[tuple[int, float, str]]:
-        """Exact top-k of one query [D]: [(rank from 1, Euclidean distance, path)]."""
+        """Exact top-k of one query [D]: [(rank from 1, Euclidean distance, path)].
+
+        ``k`` above the gallery size returns the whole gallery; ``k <= 0`` nothing.
+        The query itself, if it is in the gallery, is a normal hit (at distance ~0).
+        """
         query = np.asarray(query, np.float32).reshape(-1)
         if query.shape[0] != self.dim:
             raise ValueError(f"query has dimension {query.shape[0]}, the index {self.dim}")
-        ids, dists = top_k(self.embeddings, query, k)
-        return [(rank + 1, float(d), self.paths[i]) for rank, (i, d) in enumerate(zip(ids, dists))]
-
-
-def top_k(gallery: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and distances of the k nearest gallery rows (exact, ties by index)."""
-    n = gallery.shape[0]
-    k = max(0, min(int(k), n))
-    if k == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    dists = np.linalg.norm(gallery.astype(np.float32) - query[None, :], axis=1)
-    candidates = np.argpartition(dists, k - 1)[:k] if k < n else np.arange(n)
-    order = np.lexsort((candidates, dists[candidates]))
-    ids = candidates[order]
-    return ids, dists[ids]
+        k = min(int(k), len(self))
+        if k <= 0:
+            return []
+        # float64: nearest_neighbours expands |q - g|^2 = |q|^2 + |g|^2 - 2 q.g, which in
+        # float32 turns the distance of a near-duplicate into noise (up to ~1e-3 instead of ~0).
+        ids, dists = nearest_neighbours(query[None, :].astype(np.float64),
+                                        self.embeddings.astype(np.float64), k)
+        return [(rank + 1, float(d), self.paths[i]) for rank, (i, d) in enumerate(zip(ids[0], dists[0]))]
 
 
 def find_images(root: str) -> list[str]:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.names import (EMBEDDING_OUTPUT, IMAGES_INPUT, PIXELS_INPUT, PIXELS_SIGNATURE,
+                        SERVING_SIGNATURE)
+
 
 def write_stand_in_model(export_dir: str, size: int = 32, dim: int = 128, seed: int = 0) -> None:
     import tensorflow as tf
@@ -23,9 +26,9 @@ def write_stand_in_model(export_dir: str, size: int = 32, dim: int = 128, seed: 
 
         def _embed(self, x):
             x = tf.reshape(x / 255.0, [-1, size * size * 3])
-            return {"embedding": tf.math.l2_normalize(tf.matmul(x, self.w), axis=1)}
+            return {EMBEDDING_OUTPUT: tf.math.l2_normalize(tf.matmul(x, self.w), axis=1)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
         def serve_images(self, images):
             def one(data):
                 image = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -34,10 +37,10 @@ def write_stand_in_model(export_dir: str, size: int = 32, dim: int = 128, seed: 
                 [size, size, 3], tf.float32)))
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                    name="pixels")])
+                                                    name=PIXELS_INPUT)])
         def serve_pixels(self, pixels):
             return self._embed(tf.image.resize(tf.cast(pixels, tf.float32), [size, size]))
 
     module = StandIn()
     tf.saved_model.save(module, str(export_dir), signatures={
-        "serving_default": module.serve_images, "pixels": module.serve_pixels})
+        SERVING_SIGNATURE: module.serve_images, PIXELS_SIGNATURE: module.serve_pixels})

@@ -8,8 +8,9 @@ import tensorflow_transform as tft
 import yaml
 from PIL import Image
 
-from components.recall_evaluator.executor import embed_with_signature, read_eval_images
+from components.recall_evaluator.embedding import embed_with_signature, read_eval_images
 from components.recall_evaluator.metrics import retrieval_metrics
+from core.config import TrainerJob
 from pipeline.analysis import CAPTION_HEIGHT, GRID_COLUMNS
 from pipeline.cli import main as cgd
 from tests.conftest import latest_output
@@ -23,7 +24,7 @@ def exported(data_pipeline, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("analysis")
     cfg = data_pipeline.replace(trainer={"epochs": 1, "steps_per_epoch": 3})
     transformed = latest_output(cfg, "Transform", "transformed_examples")
-    model, _ = task.train(cfg, [os.path.join(transformed, "Split-train", "*.gz")],
+    model, _ = task.train(TrainerJob.of(cfg), [os.path.join(transformed, "Split-train", "*.gz")],
                           [os.path.join(transformed, "Split-valid", "*.gz")], str(tmp / "run"))
     model_dir = tmp / "model"  # <dir>/Format-Serving/saved_model.pb
     export.export_saved_model(

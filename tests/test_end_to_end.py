@@ -124,7 +124,7 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
     from pipeline.cli import main as cgd
     from pipeline.run import run_local
     from serving.client import EmbeddingClient
-    from serving.server import ModelServer
+    from serving.model_server import ModelServer
 
     source = tmp_path / "cars196"
     make_sample_data(source / "span-1", **dict(SAMPLE, seed=11))

@@ -80,14 +80,14 @@ def yaml_package(tmp_path_factory):
     node pool, versioned input files, no Trainer limits and the image from kubeflow.image.
 
     (YAML documents, returned PipelineJob, path, config)."""
-    from kubeflow.runner import compile_pipeline
+    from pipeline.kubeflow_runner import compile_for_kubeflow
 
     tmp = tmp_path_factory.mktemp("kubeflow_yaml")
     _, cfg = write_config(tmp, data={"file_pattern": "span-{SPAN}/ver-{VERSION}/*"},
                           pipeline_root=MINIO_ROOT, volumes=VOLUMES, gpu_node_selector=GPU_NODES,
                           gpus=0, memory="", cpu="", image=IMAGE)
     out = tmp / "pipeline.yaml"
-    job = compile_pipeline(cfg, None, str(out))
+    job = compile_for_kubeflow(cfg, None, str(out))
     return list(yaml.safe_load_all(out.read_text())), job, out, cfg
 
 
@@ -275,12 +275,12 @@ def test_pipeline_root_and_trainer_checkpoints_on_gcs(compiled):
     ("s3://bucket/cgd", ""),
 ])
 def test_trainer_checkpoints_only_on_gcs(root, checkpoints):
-    from kubeflow.runner import checkpoint_root
+    from kubeflow.compiler import checkpoint_root
     assert checkpoint_root(root) == checkpoints
 
 
 def test_schema_file_points_into_the_image(compiled):
-    from kubeflow.runner import IMAGE_PROJECT_DIR
+    from kubeflow.compiler import IMAGE_PROJECT_DIR
 
     job, _, _ = compiled
     schema_file = constant(job, "ImportSchemaGen", "schema_file")
@@ -350,11 +350,11 @@ def test_zero_gpus_and_no_limits_request_no_resources_and_the_image_comes_from_c
 
 def test_vertex_target_names_the_trainer_gpu_as_vertex_does(tmp_path):
     from kubeflow import kfp_compat
-    from kubeflow.runner import compile_pipeline
+    from pipeline.kubeflow_runner import compile_for_kubeflow
 
     _, cfg = write_config(tmp_path, target="vertex", gpus=1,
                           vertex_accelerator="NVIDIA_TESLA_T4")
-    job = compile_pipeline(cfg, IMAGE, str(tmp_path / "vertex.json"))
+    job = compile_for_kubeflow(cfg, IMAGE, str(tmp_path / "vertex.json"))
     accelerator = executors(job)["Trainer_executor"]["container"]["resources"]["accelerator"]
     assert accelerator == {"type": "NVIDIA_TESLA_T4", "count": "1"}
     kfp_compat.check_runnable(job["pipelineSpec"])  # the same runnable spec otherwise
@@ -423,23 +423,24 @@ def test_config_validation_names_the_bad_kubeflow_key(tmp_path, capsys, kubeflow
 
 
 def test_compile_rejects_a_pipeline_name_kubeflow_refuses(tmp_path):
-    from kubeflow.runner import KubeflowError, compile_pipeline
+    from kubeflow.errors import KubeflowError
+    from pipeline.kubeflow_runner import compile_for_kubeflow
 
     cfg = small_config(tmp_path, tmp_path, pipeline={"name": "cgd_Test"}, kubeflow=KUBEFLOW)
     with pytest.raises(KubeflowError, match="pipeline.name"):
-        compile_pipeline(cfg, IMAGE, str(tmp_path / "p.json"))
+        compile_for_kubeflow(cfg, IMAGE, str(tmp_path / "p.json"))
 
 
 @pytest.mark.parametrize("text, gb", [("32G", 32.0), ("30Gi", 32.21225472), ("512M", 0.512),
                                        ("1024Mi", 1.073741824), ("2000000000", 2.0)])
 def test_parse_memory_gb(text, gb):
-    from kubeflow.runner import parse_memory_gb
+    from kubeflow.compiler import parse_memory_gb
     assert parse_memory_gb(text) == pytest.approx(gb)
 
 
 @pytest.mark.parametrize("text, cores", [("8", 8.0), ("0.5", 0.5), ("500m", 0.5)])
 def test_parse_cpu(text, cores):
-    from kubeflow.runner import parse_cpu
+    from kubeflow.compiler import parse_cpu
     assert parse_cpu(text) == pytest.approx(cores)
 
 
@@ -454,7 +455,7 @@ def test_parse_cpu(text, cores):
     ("@weekly", "@weekly"),
 ])
 def test_cron_to_kfp(cron, kfp):
-    from kubeflow.runner import to_kfp_cron
+    from kubeflow.client import to_kfp_cron
     from tests.kfp_api_server import cron_error
 
     assert to_kfp_cron(cron) == kfp
@@ -465,20 +466,35 @@ def test_cron_to_kfp(cron, kfp):
     ("0 3 * *", "expected 5 fields"),
     ("", "expected 5 fields"),
     ("0 0 0 3 * * 0", "got 7"),
-    ("0 24 * * 0", "hour field '24'"),
-    ("60 3 * * 0", "minute field '60'"),
-    ("0 3 0 * *", "day-of-month field '0'"),
-    ("0 3 * 13 *", "month field '13'"),
-    ("0 3 * * 7", "day-of-week field '7'"),
-    ("0 3 * * FUNDAY", "day-of-week field 'FUNDAY'"),
-    ("0 3 * * 5-1", "runs backwards"),
+    ("0 24 * * 0", "out of range"),
+    ("60 3 * * 0", "out of range"),
+    ("0 3 0 * *", "out of range"),
+    ("0 3 * 13 *", "out of range"),
+    ("0 3 * * FUNDAY", "not acceptable"),
     ("*/0 3 * * *", "step '0'"),
-    ("? 3 * * *", "'?' is allowed only"),
+    ("? 3 * * *", "Question mark can only"),
 ])
-def test_bad_cron_is_refused_with_the_field(cron, message):
-    from kubeflow.runner import KubeflowError, to_kfp_cron
-    with pytest.raises(KubeflowError, match=re.escape(message)):
+def test_bad_cron_is_refused_naming_the_expression(cron, message):
+    """Validated by croniter (6 fields, seconds first, as KFP reads them)."""
+    from kubeflow.client import to_kfp_cron
+    from kubeflow.errors import KubeflowError
+    with pytest.raises(KubeflowError, match=re.escape(message)) as refused:
         to_kfp_cron(cron)
+    assert repr(cron) in str(refused.value)
+
+
+def test_a_cron_croniter_takes_but_kfp_refuses_is_reported_in_one_line(compiled, server,
+                                                                       tmp_path, capsys):
+    """croniter reads day-of-week 7 as Sunday, KFP's robfig/cron refuses it: KFP's word wins."""
+    from pipeline.cli import main
+
+    _, out, _ = compiled
+    config_file, _ = write_config(tmp_path)
+    assert main(["kubeflow", "schedule", "--config", config_file, "--pipeline", str(out),
+                 "--host", server.host, "--cron", "0 3 * * 7"]) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert "refused to create the recurring run" in line and "above maximum (6)" in line
+    assert server.recurring_runs == []
 
 
 # ------------------------------------------------------------------ submit / schedule (fake KFP)
@@ -563,7 +579,7 @@ def test_schedule_defaults_to_the_config_cron_job_name_and_experiment(compiled, 
 @pytest.mark.parametrize("argv, kubeflow, message", [
     (["submit"], {}, "--host"),
     (["schedule", "--cron", "0 3 * * 0"], {}, "kubeflow.host"),
-    (["schedule", "--host", "SERVER", "--cron", "0 3 * * 8"], {}, "day-of-week"),
+    (["schedule", "--host", "SERVER", "--cron", "0 3 * * 8"], {}, "out of range"),
     (["schedule", "--host", "SERVER", "--cron", "0 3 * *"], {}, "expected 5 fields"),
     (["schedule", "--host", "SERVER"], {"schedule_cron": ""}, "kubeflow.schedule_cron"),
 ])
@@ -716,7 +732,8 @@ def test_cgd_kubeflow_reports_the_refusal_of_an_old_spec_in_one_error_line(
 def test_a_kfp_api_refusal_is_one_line_with_kfps_reason(server):
     import kfp
 
-    from kubeflow.runner import KubeflowError, _kfp_call
+    from kubeflow.client import _kfp_call
+    from kubeflow.errors import KubeflowError
 
     client = kfp.Client(host=server.host)
     with pytest.raises(KubeflowError, match=r"refused to get the run \(HTTP 404\): .*no-such-run"):

@@ -40,10 +40,11 @@ def compile_spec(cfg, path: Path, monkeypatch) -> tuple[dict, str]:
     The venv stands in for the image, so the files the spec references inside
     the image (the raw schema) are where they are in this checkout.
     """
-    from kubeflow import runner
+    from kubeflow import compiler
+    from pipeline.kubeflow_runner import compile_for_kubeflow
 
-    monkeypatch.setattr(runner, "IMAGE_PROJECT_DIR", ROOT)
-    runner.compile_pipeline(cfg, None, str(path))
+    monkeypatch.setattr(compiler, "IMAGE_PROJECT_DIR", ROOT)
+    compile_for_kubeflow(cfg, None, str(path))
     return KfpEmulator.load(path)
 
 
@@ -154,9 +155,9 @@ def old_main_spec(cfg, tmp_path) -> dict:
     """The spec `cgd kubeflow compile` wrote before: TFX's defaults plus the MLMD resolver."""
     from tfx import v1 as tfx
 
-    from kubeflow import runner
+    from pipeline.kubeflow_runner import kubeflow_pipeline
 
-    pipeline = runner.create_kubeflow_pipeline(cfg)
+    pipeline = kubeflow_pipeline(cfg)
     resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -195,7 +196,8 @@ def test_tfx_2_1_spec_without_our_changes_fails_where_kfp_skips_the_driver(tmp_p
     """TFX's own 2.1 spec: KFP never runs the ExampleGen driver hook, so {SPAN} stays unresolved."""
     from tfx import v1 as tfx
 
-    from kubeflow import runner
+    from kubeflow import compiler
+    from pipeline.kubeflow_runner import kubeflow_pipeline
 
     source = tmp_path / "cars196"
     make_sample_data(source / "span-1", num_classes=4, images_per_class=2, seed=3)
@@ -203,12 +205,12 @@ def test_tfx_2_1_spec_without_our_changes_fails_where_kfp_skips_the_driver(tmp_p
                                                 "train_classes": [1, 2], "eval_classes": [3, 4],
                                                 "validation_classes": 0},
                        kubeflow=KUBEFLOW)
-    monkeypatch.setattr(runner, "IMAGE_PROJECT_DIR", ROOT)
+    monkeypatch.setattr(compiler, "IMAGE_PROJECT_DIR", ROOT)
     job = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image="img:1", use_pipeline_spec_2_1=True),
         output_dir=str(tmp_path), output_filename="tfx21.json").run(
-            runner.create_kubeflow_pipeline(cfg))
+            kubeflow_pipeline(cfg))
     spec = job["pipelineSpec"]
     spec["root"]["dag"]["tasks"] = {"Cars196ExampleGen": spec["root"]["dag"]["tasks"][
         "Cars196ExampleGen"]}

@@ -102,7 +102,7 @@ def direct(models):
 
 @pytest.fixture(scope="module")
 def server(models):
-    from serving.server import ModelServer
+    from serving.model_server import ModelServer
     with ModelServer(str(models["base"]), MODEL, grpc_port=0, rest_port=0, poll_seconds=0.2,
                      max_request_bytes=1 << 20) as srv:
         yield srv
@@ -349,6 +349,136 @@ def test_rest_errors_like_tf_serving(server, images):
     assert rest(server, "GET", f"/v1/models/{MODEL}")[0] == 200
 
 
+# --------------------------------------------------------------------------- counting and error mapping
+
+
+def test_every_api_counts_its_requests_with_their_status(models, images, monkeypatch):
+    """One counting wrapper: each gRPC method and REST route counts OK and its error code,
+    unexpected exceptions included (INTERNAL, HTTP 500); the metrics page is not counted."""
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+    from serving.model_server import ModelServer
+    one = np.asarray(images[:1], dtype=object)
+    b64 = [{"b64": base64.b64encode(images[0]).decode()}]
+
+    def status_request(name=MODEL):
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = name
+        return req
+
+    def metadata_request(field="signature_def"):
+        req = get_model_metadata_pb2.GetModelMetadataRequest()
+        req.model_spec.name = MODEL
+        if field:
+            req.metadata_field.append(field)
+        return req
+
+    with ModelServer(str(models["base"]), MODEL, grpc_port=0, rest_port=0,
+                     max_request_bytes=1 << 20) as srv:
+        channel, predict, model = stubs(srv.grpc_target)
+        with channel:
+            calls = [
+                (model.GetModelStatus, status_request(), None),
+                (model.GetModelStatus, status_request("nope"), grpc.StatusCode.NOT_FOUND),
+                (predict.GetModelMetadata, metadata_request(), None),
+                (predict.GetModelMetadata, metadata_request(""), grpc.StatusCode.INVALID_ARGUMENT),
+                (predict.Predict, predict_request({"images": one}), None),
+                (predict.Predict, predict_request({"images": one}, name="nope"),
+                 grpc.StatusCode.NOT_FOUND),
+            ]
+            for method, request, code in calls:
+                if code is None:
+                    method(request, timeout=30)
+                else:
+                    with pytest.raises(grpc.RpcError) as err:
+                        method(request, timeout=30)
+                    assert err.value.code() == code
+            assert rest(srv, "POST", f"/v1/models/{MODEL}:predict", {"instances": b64})[0] == 200
+            assert rest(srv, "POST", "/v1/models/nope:predict", {"instances": b64})[0] == 404
+            assert rest(srv, "POST", f"/v1/models/{MODEL}:predict", raw=b"x" * (2 << 20))[0] == 413
+            assert rest(srv, "GET", f"/v1/models/{MODEL}")[0] == 200
+            assert rest(srv, "GET", "/v1/models/nope")[0] == 404
+
+            # A bug (not a RequestError) is INTERNAL on both protocols, and counted.
+            def broken(*args, **kwargs):
+                raise RuntimeError("boom")
+            monkeypatch.setattr(srv.dataplane, "model_status", broken)
+            with pytest.raises(grpc.RpcError) as err:
+                model.GetModelStatus(status_request(), timeout=30)
+            assert err.value.code() == grpc.StatusCode.INTERNAL and "boom" in err.value.details()
+            assert rest(srv, "GET", f"/v1/models/{MODEL}") == (500, {"error": "RuntimeError: boom"})
+
+        expected = {
+            ("grpc_status", "OK"): 1, ("grpc_status", "NOT_FOUND"): 1, ("grpc_status", "INTERNAL"): 1,
+            ("grpc_metadata", "OK"): 1, ("grpc_metadata", "INVALID_ARGUMENT"): 1,
+            ("grpc_predict", "OK"): 1, ("grpc_predict", "NOT_FOUND"): 1,
+            ("rest_post", "OK"): 1, ("rest_post", "NOT_FOUND"): 1,
+            ("rest_post", "RESOURCE_EXHAUSTED"): 1,
+            ("rest_get", "OK"): 1, ("rest_get", "NOT_FOUND"): 1, ("rest_get", "INTERNAL"): 1,
+        }
+        assert srv.requests.snapshot() == expected
+        conn = http.client.HTTPConnection("127.0.0.1", srv.rest_port, timeout=30)
+        conn.request("GET", "/monitoring/prometheus/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        assert srv.requests.snapshot() == expected  # scraping is not a model request
+    for (api, status), n in expected.items():
+        assert (f':tensorflow:serving:request_count{{model_name="{MODEL}",api="{api}",'
+                f'status="{status}"}} {n}') in text
+    assert f'cgd_serving_model_version{{model_name="{MODEL}"}} 1' in text
+
+
+def test_one_table_maps_errors_to_grpc_and_http_status():
+    import grpc
+    import tensorflow as tf
+
+    from serving import errors
+    cases = [(errors.NotFound, grpc.StatusCode.NOT_FOUND, 404),
+             (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, 400),
+             (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, 400),
+             (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+             (errors.RequestTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
+             (errors.Unavailable, grpc.StatusCode.UNAVAILABLE, 503),
+             (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED, 501),
+             (errors.Internal, grpc.StatusCode.INTERNAL, 500)]
+    for error_type, grpc_code, http_code in cases:
+        error = error_type("why")
+        assert (errors.grpc_status(error), errors.http_status(error)) == (grpc_code, http_code)
+        assert error.message == "why" and str(error) == f"{grpc_code.name}: why"
+        assert errors.as_request_error(error) is error
+    bug = errors.as_request_error(KeyError("x"))
+    assert isinstance(bug, errors.Internal) and bug.message == "KeyError: 'x'"
+    op_error = errors.from_tf_error_code(tf.errors.INVALID_ARGUMENT, "bad jpeg")
+    assert op_error.code == "INVALID_ARGUMENT" and errors.http_status(op_error) == 400
+    assert errors.from_tf_error_code(12345, "?").code == "UNKNOWN"
+    assert errors.status_number("NOT_FOUND") == 5
+    with pytest.raises(ValueError):
+        errors.RequestError("x", code="NOPE")
+
+
+def test_request_counter_snapshot_is_a_consistent_copy():
+    from serving.metrics import RequestCounter, prometheus_text
+    counter = RequestCounter()
+    threads = [threading.Thread(target=lambda: [counter.count("grpc_predict", "OK")
+                                                for _ in range(500)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    snapshots = [counter.snapshot() for _ in range(50)]
+    for t in threads:
+        t.join()
+    assert counter.snapshot() == {("grpc_predict", "OK"): 4000}
+    seen = [s.get(("grpc_predict", "OK"), 0) for s in snapshots]
+    assert seen == sorted(seen)
+    copy = counter.snapshot()
+    copy[("grpc_predict", "OK")] = 0
+    assert counter.snapshot() == {("grpc_predict", "OK"): 4000}
+    text = prometheus_text(MODEL, counter.snapshot(), None, {"batches_run": 2, "requests_merged": 3})
+    assert ('request_count{model_name="cgd",api="grpc_predict",status="OK"} 4000' in text
+            and 'cgd_serving_model_version{model_name="cgd"} 0' in text
+            and "cgd_serving_requests_merged 3" in text)
+
+
 # --------------------------------------------------------------------------- versions
 
 
@@ -356,7 +486,7 @@ def test_unavailable_until_first_push_then_serves(models, images, direct, tmp_pa
     import grpc
 
     from serving.client import EmbeddingClient, ServingError
-    from serving.server import ModelServer
+    from serving.model_server import ModelServer
     (tmp_path / MODEL / "3").mkdir(parents=True)  # a push in progress: no saved_model.pb yet
     with ModelServer(str(tmp_path), MODEL, grpc_port=0, rest_port=0, poll_seconds=0.1) as srv:
         with EmbeddingClient(srv.grpc_target, MODEL, retries=1, backoff_s=0.05) as c:
@@ -377,7 +507,7 @@ def test_unavailable_until_first_push_then_serves(models, images, direct, tmp_pa
 def test_new_version_under_concurrent_load_no_failed_requests(models, images, direct, tmp_path):
     """4 client threads, bounded requests; push v2 like the Pusher mid-stream."""
     from serving.client import EmbeddingClient
-    from serving.server import ModelServer
+    from serving.model_server import ModelServer
     base = tmp_path / "base"
     shutil.copytree(models["staging"] / "1", base / MODEL / "1")
     (base / MODEL / "9").mkdir()  # newer but incomplete: must be ignored
@@ -435,7 +565,7 @@ def test_batching_gives_same_results_as_unbatched(models, images, direct):
     import grpc
 
     from serving.client import EmbeddingClient, ServingError
-    from serving.server import ModelServer
+    from serving.model_server import ModelServer
     expected = direct(1, images)
     requests = [[(k + r) % len(images) for r in range(1 + k % 2)] for k in range(8)]
     for batching in (0, 8):
@@ -543,16 +673,33 @@ def test_cli_index_build_and_search(server, tmp_path, capsys, caplog):
     assert "none.npz" in capsys.readouterr().err
 
 
-def test_exact_top_k():
-    from serving.index import top_k
+def test_gallery_search_is_the_evaluators_exact_top_k(monkeypatch):
+    """GalleryIndex.search ranks like brute force (ties by gallery index, self not excluded)
+    and delegates to components.recall_evaluator.metrics.nearest_neighbours."""
+    import serving.index
+    from components.recall_evaluator import metrics
+    from serving.index import GalleryIndex
     rng = np.random.RandomState(0)
     gallery = rng.randn(200, 8).astype(np.float32)
-    query = rng.randn(8).astype(np.float32)
-    ids, dists = top_k(gallery, query, 10)
-    full = np.linalg.norm(gallery - query, axis=1)
-    np.testing.assert_array_equal(ids, np.argsort(full, kind="stable")[:10])
-    np.testing.assert_allclose(dists, np.sort(full)[:10])
-    assert len(top_k(gallery, query, 500)[0]) == 200
+    gallery[50] = gallery[10]  # a tie: the lower index ranks first
+    paths = [f"/g/{i}.jpg" for i in range(200)]
+    index = GalleryIndex(gallery, paths, MODEL, 1)
+    query = gallery[10]
+    hits = index.search(query, 10)
+    full = np.linalg.norm(gallery.astype(np.float64) - query, axis=1)
+    order = np.argsort(full, kind="stable")[:10]
+    assert [h[0] for h in hits] == list(range(1, 11))
+    assert [h[2] for h in hits] == [paths[i] for i in order]
+    assert hits[0][2] == "/g/10.jpg" and hits[1][2] == "/g/50.jpg" and hits[0][1] < 1e-6
+    np.testing.assert_allclose([h[1] for h in hits], full[order], atol=1e-5)
+    assert len(index.search(query, 500)) == 200 and index.search(query, 0) == []
+
+    calls = []
+    monkeypatch.setattr(serving.index, "nearest_neighbours",
+                        lambda *a, **kw: calls.append(kw) or metrics.nearest_neighbours(*a, **kw))
+    index.search(query, 3)
+    assert len(calls) == 1 and not calls[0].get("exclude_self")
+    assert not hasattr(serving.index, "top_k")
 
 
 def test_cgd_serve_command_starts_answers_and_stops(models, tmp_path):
@@ -606,7 +753,7 @@ def test_deploy_text_protos_parse():
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from serving.server import deploy_proto_classes, read_batching_parameters
+    from serving.deploy_config import deploy_proto_classes, read_batching_parameters
     config = text_format.Parse((DEPLOY / "models.config").read_text(),
                                model_server_config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config
@@ -637,7 +784,7 @@ def test_deploy_k8s_and_docker():
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from serving.server import deploy_proto_classes
+    from serving.deploy_config import deploy_proto_classes
     docs = list(yaml.safe_load_all((DEPLOY / "k8s.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}
     assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"} <= set(kinds)
@@ -681,3 +828,72 @@ def test_deploy_k8s_and_docker():
                  "--batching_parameters_file=", "--monitoring_config_file=",
                  "--model_config_file_poll_wait_seconds="):
         assert part in script, part
+
+
+# --------------------------------------------------------------------------- module layout
+
+# Which serving modules each serving module may import (serving/__init__.py draws the picture).
+SERVING_IMPORTS = {
+    "__init__": set(), "errors": set(), "batching": set(), "deploy_config": set(),
+    "standin": set(), "client": set(),
+    "model_repository": {"errors"},
+    "dataplane": {"errors", "model_repository", "batching"},
+    "metrics": {"errors"},
+    "rest_codec": {"errors", "dataplane"},
+    "grpc_api": {"errors", "dataplane", "metrics"},
+    "rest_api": {"errors", "dataplane", "model_repository", "metrics", "rest_codec"},
+    "model_server": {"batching", "dataplane", "grpc_api", "metrics", "model_repository", "rest_api"},
+    "index": {"client"},
+    "commands": {"client", "index", "model_server", "deploy_config"},
+}
+# Of our other packages, serving may import core and the evaluator's pure-NumPy metrics.
+OTHER_PACKAGES = ("core", "components", "pipeline", "trainer", "kubeflow")
+ALLOWED_OTHER = ("core", "core.names", "core.config", "core.errors",
+                 "components.recall_evaluator.metrics")
+
+
+def _serving_modules():
+    import ast
+    for path in sorted((ROOT / "serving").glob("*.py")):
+        yield path.stem, path, ast.parse(path.read_text())
+
+
+def _imported_modules(tree):
+    import ast
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "serving":  # from serving import x
+                yield from (f"serving.{alias.name}" for alias in node.names)
+            else:
+                yield node.module
+
+
+def test_serving_modules_import_one_way_and_stay_small():
+    modules = {}
+    for name, path, tree in _serving_modules():
+        assert len(path.read_text().splitlines()) <= 350, f"{path.name} is over 350 lines"
+        imported = set(_imported_modules(tree))
+        modules[name] = {m.split(".", 1)[1] for m in imported if m.startswith("serving.")}
+        others = {m for m in imported if m.split(".")[0] in OTHER_PACKAGES}
+        assert others <= set(ALLOWED_OTHER), (name, others - set(ALLOWED_OTHER))
+        if "components.recall_evaluator.metrics" in others:
+            assert name == "index", name
+    assert set(modules) == set(SERVING_IMPORTS), "a serving module was added or removed: " \
+                                                 "update SERVING_IMPORTS and serving/__init__.py"
+    for name, imported in modules.items():
+        assert imported <= SERVING_IMPORTS[name], (name, imported - SERVING_IMPORTS[name])
+
+
+def test_shared_names_are_not_spelled_out_in_serving():
+    """Signature and tensor names come from core.names, never as string literals."""
+    import ast
+
+    from core import names
+    spelled = {names.SERVING_SIGNATURE, names.PIXELS_SIGNATURE, names.IMAGES_INPUT,
+               names.PIXELS_INPUT, names.EMBEDDING_OUTPUT}
+    found = [(path.name, node.lineno, node.value) for _, path, tree in _serving_modules()
+             for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and node.value in spelled]
+    assert found == []

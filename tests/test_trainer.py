@@ -11,6 +11,7 @@ import tensorflow_transform as tft
 from PIL import Image
 
 from components.preprocessing import image_ops
+from core.config import TrainerJob
 from trainer import export, sampler, task
 from trainer.model import embedding_model
 from tests.conftest import latest_output
@@ -25,8 +26,8 @@ def split_files(cfg, split):
 def trained(data_pipeline, tmp_path_factory):
     cfg = data_pipeline
     run_dir = tmp_path_factory.mktemp("model_run")
-    model, validation = task.train(cfg, split_files(cfg, "train"), split_files(cfg, "valid"),
-                                   str(run_dir))
+    model, validation = task.train(TrainerJob.of(cfg), split_files(cfg, "train"),
+                                   split_files(cfg, "valid"), str(run_dir))
     return cfg, model, validation, run_dir
 
 
@@ -65,11 +66,12 @@ def test_exported_signature_on_jpeg_bytes_equals_the_in_memory_model(trained, tm
 
 
 def test_checkpoint_dir_is_stable_and_keyed_by_config_and_data(data_pipeline):
-    cfg = data_pipeline
-    a = task.checkpoint_dir("/ckpt", cfg, ["b", "a"])
-    assert a == task.checkpoint_dir("/ckpt", cfg, ["a", "b"])
-    assert a != task.checkpoint_dir("/ckpt", cfg.replace(trainer={"epochs": 9}), ["a", "b"])
-    assert a != task.checkpoint_dir("/ckpt", cfg, ["c"])
+    job = TrainerJob.of(data_pipeline)
+    a = task.checkpoint_dir("/ckpt", job, ["b", "a"])
+    assert a == task.checkpoint_dir("/ckpt", job, ["a", "b"])
+    assert a != task.checkpoint_dir("/ckpt", TrainerJob.of(data_pipeline.replace(
+        trainer={"epochs": 9})), ["a", "b"])
+    assert a != task.checkpoint_dir("/ckpt", job, ["c"])
 
 
 def test_strategy_from_environment(monkeypatch):

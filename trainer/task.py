@@ -20,13 +20,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from core.config import Config, config_from_dict
+from core.config import TrainerJob
+from core.names import (CHECKPOINT_ROOT_KEY, EMBEDDING_OUTPUT, LOGITS_OUTPUT, TRAINER_JOB_KEY,
+                        VALIDATION_FILE)
 from trainer import export, losses, sampler
 from trainer.model import build_model, embedding_model
 
 log = logging.getLogger(__name__)
-CONFIG_KEY = "config"        # custom_config key holding Config.to_dict()
-CHECKPOINT_ROOT_KEY = "checkpoint_root"
 
 
 # ------------------------------------------------------------------ environment
@@ -73,8 +73,8 @@ def classification_loss(num_classes: int, label_smoothing: float):
     return loss
 
 
-def make_optimizer(cfg: Config) -> tf_keras.optimizers.Optimizer:
-    t = cfg.trainer
+def make_optimizer(t) -> tf_keras.optimizers.Optimizer:
+    """The optimizer and learning-rate schedule of a TrainerConfig ``t``."""
     total = t.epochs * t.steps_per_epoch
     lr = t.learning_rate
     if t.lr_schedule == "cosine":
@@ -181,34 +181,33 @@ class ValidationRecall(tf_keras.callbacks.Callback):
             tf.io.gfile.rmtree(self.state_dir)  # training finished: nothing to resume
 
 
-def checkpoint_dir(root: str, cfg: Config, train_files) -> str:
-    """A stable directory per (trainer config, training data): a rerun after a kill resumes."""
-    key = json.dumps({"trainer": cfg.to_dict()["trainer"], "transform": cfg.to_dict()["transform"],
-                      "files": sorted(train_files)}, sort_keys=True)
+def checkpoint_dir(root: str, job: TrainerJob, train_files) -> str:
+    """A stable directory per (trainer job, training data): a rerun after a kill resumes."""
+    key = json.dumps({"job": job.to_dict(), "files": sorted(train_files)}, sort_keys=True)
     return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
-def train(cfg: Config, train_files, valid_files, model_run_dir: str,
+def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
           backup_dir: str | None = None):
     """Build and fit the model; returns (keras model, ValidationRecall callback)."""
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = choose_strategy()
-    tf_keras.utils.set_random_seed(cfg.trainer.seed)
-    size = cfg.transform.image_size
+    t = job.trainer
+    tf_keras.utils.set_random_seed(t.seed)
+    size = job.transform.image_size
     train_set = sampler.load_image_set(train_files, size)
     valid_set = sampler.load_image_set(valid_files, size)
-    label_offset = cfg.data.train_classes[0] - 1
-    num_classes = cfg.data.num_train_classes
+    label_offset = job.first_class - 1
+    num_classes = job.num_classes
     log.info("training on %d images of %d classes, validating on %d images of %d classes",
              len(train_set), len(np.unique(train_set.labels)), len(valid_set),
              len(np.unique(valid_set.labels)))
-    policy = set_precision(cfg.trainer.mixed_precision)
-    if cfg.trainer.freeze_batchnorm and cfg.trainer.backbone_weights == "none":
+    policy = set_precision(t.mixed_precision)
+    if t.freeze_batchnorm and t.backbone_weights == "none":
         log.warning("trainer.freeze_batchnorm with a randomly initialised backbone freezes "
                     "identity BatchNorm statistics; it is meant for pretrained weights")
     log.info("strategy %s with %d replica(s), precision %s", type(strategy).__name__,
              strategy.num_replicas_in_sync, policy)
-    t = cfg.trainer
 
     def replica_dataset(context=None):
         # Every replica draws its own P x K batches (seed per input pipeline), so
@@ -225,10 +224,10 @@ def train(cfg: Config, train_files, valid_files, model_run_dir: str,
     with strategy.scope():
         model = build_model(t, num_classes, size)
         model.compile(
-            optimizer=make_optimizer(cfg),
-            loss={"embedding": losses.ranking_loss_from_config(t),
-                  "logits": classification_loss(num_classes, t.label_smoothing)},
-            loss_weights={"embedding": 1.0, "logits": t.classification_loss_weight})
+            optimizer=make_optimizer(t),
+            loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
+                  LOGITS_OUTPUT: classification_loss(num_classes, t.label_smoothing)},
+            loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight})
     validation = ValidationRecall(valid_set, t.early_stopping_patience,
                                   state_dir=backup_dir and backup_dir + "-selection")
     callbacks = [validation, tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)]
@@ -243,29 +242,34 @@ def train(cfg: Config, train_files, valid_files, model_run_dir: str,
     return model, validation
 
 
-def export_model(model, cfg: Config, tft_output, serving_model_dir: str) -> None:
+def export_model(model, job: TrainerJob, tft_output, serving_model_dir: str) -> None:
     target = serving_model_dir if is_chief() else tempfile.mkdtemp()
     export.export_saved_model(embedding_model(model), tft_output, target,
-                              cfg.transform.image_size, cfg.transform.pad_value)
+                              job.transform.image_size, job.transform.pad_value)
     log.info("exported SavedModel to %s", target)
 
 
-def run_fn(fn_args) -> None:
-    """TFX Trainer entry: fn_args.custom_config[CONFIG_KEY] is Config.to_dict()."""
-    import tensorflow_transform as tft
-
-    logging.getLogger().setLevel(logging.INFO)
-    cfg = config_from_dict(fn_args.custom_config[CONFIG_KEY], source="Trainer custom_config")
-    backup = None
-    if fn_args.custom_config.get(CHECKPOINT_ROOT_KEY):
-        backup = checkpoint_dir(fn_args.custom_config[CHECKPOINT_ROOT_KEY], cfg,
-                                fn_args.train_files)
-    model, validation = train(cfg, fn_args.train_files, fn_args.eval_files,
-                              fn_args.model_run_dir, backup)
-    export_model(model, cfg, tft.TFTransformOutput(fn_args.transform_output),
-                 fn_args.serving_model_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "validation.json"), "w") as f:
+def write_validation_summary(validation: ValidationRecall, run_dir: str) -> None:
+    """``<run_dir>/validation.json``: Recall@1 untrained, per epoch, and the selected epoch."""
+    with tf.io.gfile.GFile(os.path.join(run_dir, VALIDATION_FILE), "w") as f:
         json.dump({"untrained_recall@1": validation.untrained,
                    "recall@1_per_epoch": validation.history,
                    "best_epoch": validation.best_epoch + 1,
                    "best_recall@1": validation.best}, f, indent=1)
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry: ``custom_config`` holds the TrainerJob and the checkpoint root."""
+    import tensorflow_transform as tft
+
+    logging.getLogger().setLevel(logging.INFO)
+    job = TrainerJob.from_dict(fn_args.custom_config[TRAINER_JOB_KEY])
+    backup = None
+    if fn_args.custom_config.get(CHECKPOINT_ROOT_KEY):
+        backup = checkpoint_dir(fn_args.custom_config[CHECKPOINT_ROOT_KEY], job,
+                                fn_args.train_files)
+    model, validation = train(job, fn_args.train_files, fn_args.eval_files,
+                              fn_args.model_run_dir, backup)
+    export_model(model, job, tft.TFTransformOutput(fn_args.transform_output),
+                 fn_args.serving_model_dir)
+    write_validation_summary(validation, fn_args.model_run_dir)

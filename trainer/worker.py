@@ -13,7 +13,6 @@ well as one worker (tests/test_multiworker.py).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 
@@ -28,15 +27,12 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="run directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from core.config import load_config
+    from core.config import TrainerJob, load_config
     from trainer import task
-    cfg = load_config(args.config)
-    _, validation = task.train(cfg, args.train, args.valid, args.out)
+    job = TrainerJob.of(load_config(args.config))
+    _, validation = task.train(job, args.train, args.valid, args.out)
     if task.is_chief():
-        with open(os.path.join(args.out, "validation.json"), "w") as f:
-            json.dump({"untrained_recall@1": validation.untrained,
-                       "recall@1_per_epoch": validation.history,
-                       "best_recall@1": validation.best}, f, indent=1)
+        task.write_validation_summary(validation, args.out)
 
 
 if __name__ == "__main__":

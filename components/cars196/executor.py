@@ -9,7 +9,6 @@ Examples layout; we then record the ingestion counts on the artifact.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -18,22 +17,16 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 from google.protobuf import json_format, struct_pb2
-from PIL import Image
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.cars196 import tfds_source
+from components.cars196 import examples, tfds_source
 from core.config import retrieval_split
 
 log = logging.getLogger(__name__)
-COUNTER_NAMESPACE = "cars196_example_gen"
 SUMMARY_FILE = "ingestion_summary.json"
-
-
-class CorruptImageError(ValueError):
-    """An image file does not decode and the config says to fail the run."""
 
 
 def split_rule_from_exec_properties(exec_properties: dict[str, Any]) -> dict:
@@ -43,72 +36,6 @@ def split_rule_from_exec_properties(exec_properties: dict[str, Any]) -> dict:
     struct = struct_pb2.Struct()
     custom.custom_config.Unpack(struct)
     return json_format.MessageToDict(struct)
-
-
-def _bytes_feature(values):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-
-def to_example(record: dict, image_bytes: bytes) -> tf.train.Example:
-    """The raw example schema every downstream component reads."""
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": _bytes_feature([image_bytes]),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[record["class_id"]])),
-        "class_name": _bytes_feature([record["class_name"].encode()]),
-        "bbox": tf.train.Feature(float_list=tf.train.FloatList(value=list(record["bbox"]))),
-        "image_id": _bytes_feature([record["image_id"].encode()]),
-        "tfds_split": _bytes_feature([record["tfds_split"].encode()]),
-    }))
-
-
-def _decode_check(image_bytes: bytes) -> str | None:
-    """None if the bytes are a complete JPEG/PNG, else the reason."""
-    try:
-        with Image.open(io.BytesIO(image_bytes)) as im:
-            if im.format not in ("JPEG", "PNG"):
-                return f"format {im.format} is not JPEG or PNG"
-            im.load()  # full decode: catches truncated data, which open() does not
-    except Exception as e:  # PIL raises many types for bad data
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-class _ReadAndEncode(beam.DoFn):
-    """record -> (split, serialized tf.Example); corrupt images go to a side output."""
-
-    CORRUPT = "corrupt"
-
-    def __init__(self, on_corrupt: str):
-        self._on_corrupt = on_corrupt
-        self._images = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "images_written")
-        self._corrupt = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "corrupt_images")
-
-    def process(self, keyed):
-        split, record = keyed
-        name = f"cars_{record['tfds_split']}/{os.path.basename(record['image_path'])}"
-        try:
-            with tf.io.gfile.GFile(record["image_path"], "rb") as f:
-                image_bytes = f.read()
-            reason = _decode_check(image_bytes)
-        except (OSError, tf.errors.OpError) as e:
-            reason = f"unreadable: {e}"
-        if reason is None and record["bbox"] is None:
-            reason = "image header unreadable"
-        if reason is not None:
-            if self._on_corrupt == "fail":
-                raise CorruptImageError(
-                    f"corrupt image {name}: {reason} (set data.on_corrupt_image: skip to skip it)")
-            self._corrupt.inc()
-            log.warning("skipping corrupt image %s: %s", name, reason)
-            yield beam.pvalue.TaggedOutput(self.CORRUPT, name)
-            return
-        self._images.inc()
-        yield split, to_example(record, image_bytes).SerializeToString()
-
-
-def _write_json(obj, path: str) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True))
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -150,19 +77,19 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             pipeline
             | "Records" >> beam.Create(keyed, reshuffle=False)
             | "Spread" >> beam.Reshuffle()
-            | "ReadAndEncode" >> beam.ParDo(_ReadAndEncode(rule["on_corrupt_image"]))
-            .with_outputs(_ReadAndEncode.CORRUPT, main="examples"))
+            | "ReadAndEncode" >> beam.ParDo(examples.ReadAndEncode(rule["on_corrupt_image"]))
+            .with_outputs(examples.ReadAndEncode.CORRUPT, main="examples"))
         # Counts per split and corrupt names, recorded on the artifact after the run.
         summary_path = os.path.join(work_dir, SUMMARY_FILE)
         counts = (encoded.examples
                   | "SplitKeys" >> beam.Keys()
                   | "CountPerSplit" >> beam.combiners.Count.PerElement()
                   | "CountsToList" >> beam.combiners.ToList())
-        corrupt = encoded[_ReadAndEncode.CORRUPT] | "CorruptToList" >> beam.combiners.ToList()
+        corrupt = encoded[examples.ReadAndEncode.CORRUPT] | "CorruptToList" >> beam.combiners.ToList()
         (pipeline
          | "SummarySeed" >> beam.Create([None])
          | "WriteSummary" >> beam.Map(
-             lambda _, c, bad: _write_json(
+             lambda _, c, bad: examples.write_json(
                  {"counts": dict(c), "corrupt": sorted(bad), "outside_classes": dropped},
                  summary_path),
              c=beam.pvalue.AsSingleton(counts), bad=beam.pvalue.AsSingleton(corrupt)))
@@ -177,13 +104,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         summary_path = os.path.join(self._get_tmp_dir(), SUMMARY_FILE)
         with tf.io.gfile.GFile(summary_path) as f:
             summary = json.load(f)
-        examples = artifact_utils.get_single_instance(
+        examples_artifact = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
-        for split in artifact_utils.decode_split_names(examples.split_names):
-            examples.set_int_custom_property(
+        for split in artifact_utils.decode_split_names(examples_artifact.split_names):
+            examples_artifact.set_int_custom_property(
                 f"num_examples_{split}", int(summary["counts"].get(split, 0)))
-        examples.set_int_custom_property("corrupt_images", len(summary["corrupt"]))
-        examples.set_string_custom_property("corrupt_files", ",".join(summary["corrupt"]))
+        examples_artifact.set_int_custom_property("corrupt_images", len(summary["corrupt"]))
+        examples_artifact.set_string_custom_property("corrupt_files", ",".join(summary["corrupt"]))
         log.info("Cars196ExampleGen: wrote %s; skipped %d corrupt image(s)%s",
                  ", ".join(f"{s}={n}" for s, n in sorted(summary["counts"].items())),
                  len(summary["corrupt"]),

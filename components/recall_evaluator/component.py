@@ -22,7 +22,8 @@ from components.recall_evaluator import constants, driver, executor
 class RecallEvaluatorSpec(types.ComponentSpec):
     PARAMETERS = {
         # Config.to_dict() as JSON: the evaluator, transform and data sections are used.
-        constants.CONFIG_JSON_KEY: ExecutionParameter(type=str),
+        constants.EVALUATOR_JSON_KEY: ExecutionParameter(type=str),
+        constants.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str),
         constants.EVAL_SPLIT_KEY: ExecutionParameter(type=str),
         constants.SERVING_MODEL_DIR_KEY: ExecutionParameter(type=str),
     }
@@ -43,10 +44,11 @@ class RecallEvaluator(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = driver.ProductionModelDriver
 
-    def __init__(self, examples, model, config: dict, serving_model_dir: str,
-                 eval_split: str = "eval"):
+    def __init__(self, examples, model, evaluator_config: dict, serving_model_dir: str,
+                 code_fingerprint: str = "", eval_split: str = "eval"):
         super().__init__(spec=RecallEvaluatorSpec(
             examples=examples, model=model, serving_model_dir=serving_model_dir,
-            config_json=json.dumps(config, sort_keys=True), eval_split=eval_split,
+            evaluator_json=json.dumps(evaluator_config, sort_keys=True),
+            code_fingerprint=code_fingerprint, eval_split=eval_split,
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation)))

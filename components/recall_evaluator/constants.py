@@ -1,7 +1,10 @@
 """Names the RecallEvaluator's component, driver and executor share (one definition each)."""
 
 # Execution parameters.
-CONFIG_JSON_KEY = "config_json"
+# The evaluator section of the config (core.config.EvaluatorConfig) as JSON: all it reads.
+EVALUATOR_JSON_KEY = "evaluator_json"
+# Cache key only: a hash of the evaluator's source (pipeline/definition.code_fingerprint).
+CODE_FINGERPRINT_KEY = "code_fingerprint"
 EVAL_SPLIT_KEY = "eval_split"
 # <serving_dir>/<model_name>: where the model in production is read (production.py).
 SERVING_MODEL_DIR_KEY = "serving_model_dir"

@@ -1,82 +1,23 @@
-"""RecallEvaluator executor: embed the eval split through the exported signature."""
+"""RecallEvaluator executor: Do only; reading, embedding and pictures live in their own modules."""
 
 from __future__ import annotations
 
-import glob
-import io
 import json
 import logging
 import os
 
 import numpy as np
-import tensorflow as tf
-from PIL import Image
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.evaluator import executor as stock_evaluator
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components.recall_evaluator import constants, production
+from components.recall_evaluator import (constants, embedding, metrics, production,
+                                         ranking_picture)
 from components.recall_evaluator.verdict import bless
-from core.names import EMBEDDING_OUTPUT, IMAGES_INPUT, SERVING_SIGNATURE
-from core.config import config_from_dict
+from core.config import EvaluatorConfig
 
 log = logging.getLogger(__name__)
-EMBED_BATCH = 64
-THUMB = 96
-
-
-def read_eval_images(examples_uri: str, split: str) -> tuple[list[bytes], np.ndarray, list[str]]:
-    """Encoded image bytes, 0-based labels and ids of one split of raw Examples."""
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
-    if not files:
-        raise FileNotFoundError(f"no examples in split '{split}' under {examples_uri}")
-    images, labels, ids = [], [], []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
-        feature = tf.train.Example.FromString(record).features.feature
-        images.append(feature["image"].bytes_list.value[0])
-        labels.append(feature["label"].int64_list.value[0])
-        ids.append(feature["image_id"].bytes_list.value[0].decode())
-    return images, np.asarray(labels, np.int64), ids
-
-
-def embed_with_signature(model_dir: str, images: list[bytes]) -> np.ndarray:
-    """[N, D] embeddings from the SavedModel's serving_default signature (what is served)."""
-    signature = tf.saved_model.load(model_dir).signatures[SERVING_SIGNATURE]
-    out = []
-    for start in range(0, len(images), EMBED_BATCH):
-        batch = tf.constant(images[start:start + EMBED_BATCH])
-        out.append(signature(**{IMAGES_INPUT: batch})[EMBEDDING_OUTPUT].numpy())
-        log.info("embedded %d/%d eval images", min(start + EMBED_BATCH, len(images)),
-                 len(images))
-    return np.concatenate(out)
-
-
-def _thumbnail(image_bytes: bytes) -> np.ndarray:
-    image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
-    side = max(image.size)
-    canvas = Image.new("RGB", (side, side))
-    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-    return np.asarray(canvas.resize((THUMB, THUMB), Image.BILINEAR))
-
-
-def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, k: int = 8):
-    """The seed's ranking picture: a row per query, its top-k, matches marked."""
-    from components.recall_evaluator import metrics, ranking_picture
-    rng = np.random.default_rng(0)
-    chosen = np.sort(rng.choice(len(labels), size=min(queries, len(labels)), replace=False))
-    index, distance = metrics.nearest_neighbours(
-        embeddings, embeddings, k=min(k, len(labels) - 1), exclude_self=True)
-    index, distance = index[chosen], distance[chosen]
-    return ranking_picture.render_rankings(
-        query_images=[_thumbnail(images[q]) for q in chosen],
-        neighbour_images=[[_thumbnail(images[j]) for j in row] for row in index],
-        matches=[[bool(labels[j] == labels[q]) for j in row] for q, row in zip(chosen, index)],
-        out_png=os.path.join(out_dir, "rankings.png"),
-        out_html=os.path.join(out_dir, "rankings.html"),
-        titles={"query_ids": [ids[q] for q in chosen],
-                "neighbour_ids": [[ids[j] for j in row] for row in index],
-                "distances": distance.tolist()})
 
 
 class Executor(stock_evaluator.Executor):
@@ -88,11 +29,7 @@ class Executor(stock_evaluator.Executor):
     """
 
     def Do(self, input_dict, output_dict, exec_properties):
-        from components.recall_evaluator import metrics
-        values = json.loads(exec_properties[constants.CONFIG_JSON_KEY])
-        values.pop("code", None)  # cache key only (pipeline.code_fingerprint)
-        cfg = config_from_dict(values, "RecallEvaluator")
-        ev = cfg.evaluator
+        ev = EvaluatorConfig(**json.loads(exec_properties[constants.EVALUATOR_JSON_KEY]))
         split = exec_properties[constants.EVAL_SPLIT_KEY]
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         model = artifact_utils.get_single_instance(input_dict["model"])
@@ -110,14 +47,14 @@ class Executor(stock_evaluator.Executor):
                  f"version {serving.version} ({serving.path})" if serving else
                  "none yet (the first model is judged on the threshold alone)")
 
-        images, labels, ids = read_eval_images(examples.uri, split)
+        images, labels, ids = embedding.read_eval_images(examples.uri, split)
         log.info("RecallEvaluator: %d images of %d classes in split '%s'", len(labels),
                  len(np.unique(labels)), split)
-        embeddings = embed_with_signature(candidate_dir, images)
+        embeddings = embedding.embed_with_signature(candidate_dir, images)
         result = {"candidate": metrics.retrieval_metrics(
             embeddings, labels, ks=tuple(ev.recall_ks), block_size=ev.block_size)}
         if baseline is not None:
-            base_embeddings = embed_with_signature(baseline.path, images)
+            base_embeddings = embedding.embed_with_signature(baseline.path, images)
             result["baseline"] = metrics.retrieval_metrics(
                 base_embeddings, labels, ks=tuple(ev.recall_ks), block_size=ev.block_size)
         verdict = bless(result["candidate"]["recall@1"], ev.recall_threshold,
@@ -133,7 +70,8 @@ class Executor(stock_evaluator.Executor):
                                    json.dumps(result, indent=1, sort_keys=True))
         io_utils.write_string_file(os.path.join(evaluation.uri, "verdict.txt"),
                                    verdict.reason + "\n")
-        write_rankings(evaluation.uri, embeddings, labels, images, ids, ev.ranking_queries)
+        ranking_picture.write_rankings(evaluation.uri, embeddings, labels, images, ids,
+                                       ev.ranking_queries)
 
         # What the stock Pusher (and LatestBlessedModelStrategy) read.
         blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,

@@ -8,6 +8,7 @@ shows the picture plus a table of ids, distances and match flags.
 from __future__ import annotations
 
 import html
+import io
 import os
 import urllib.parse
 from typing import Mapping, Optional, Sequence, Tuple
@@ -212,3 +213,34 @@ def render_rankings(query_images: Sequence, neighbour_images: Sequence, matches,
     os.makedirs(os.path.dirname(os.path.abspath(out_html)), exist_ok=True)
     _write_html(out_html, out_png, matches, dict(titles or {}))
     return str(out_png), str(out_html)
+
+
+THUMB = 96
+
+
+def square_thumbnail(image_bytes: bytes, size: int = THUMB) -> np.ndarray:
+    """An encoded image padded to a centred square (as Transform does) and resized."""
+    image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
+    side = max(image.size)
+    canvas = Image.new("RGB", (side, side))
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return np.asarray(canvas.resize((size, size), Image.BILINEAR))
+
+
+def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, k: int = 8):
+    """The seed's ranking picture: a row per query, its top-k, matches marked."""
+    from components.recall_evaluator import metrics
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(len(labels), size=min(queries, len(labels)), replace=False))
+    index, distance = metrics.nearest_neighbours(
+        embeddings, embeddings, k=min(k, len(labels) - 1), exclude_self=True)
+    index, distance = index[chosen], distance[chosen]
+    return render_rankings(
+        query_images=[square_thumbnail(images[q]) for q in chosen],
+        neighbour_images=[[square_thumbnail(images[j]) for j in row] for row in index],
+        matches=[[bool(labels[j] == labels[q]) for j in row] for q, row in zip(chosen, index)],
+        out_png=os.path.join(out_dir, "rankings.png"),
+        out_html=os.path.join(out_dir, "rankings.html"),
+        titles={"query_ids": [ids[q] for q in chosen],
+                "neighbour_ids": [[ids[j] for j in row] for row in index],
+                "distances": distance.tolist()})

@@ -9,13 +9,6 @@ import logging
 log = logging.getLogger("cgd")
 
 
-def make_client(host: str):
-    """The KFP API client (the tests point it at a local KFP API server)."""
-    import kfp
-
-    return kfp.Client(host=host)
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "kubeflow", help="compile, submit and schedule the pipeline on Kubeflow Pipelines",
@@ -58,22 +51,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
-def _cli_error(e: Exception):
-    from core.errors import CliError
-    return CliError(str(e))
-
-
 def compile_command(args: argparse.Namespace) -> int:
-    from kubeflow import runner
     from core.config import load_config
+    from kubeflow import compiler
+    from pipeline.kubeflow_runner import compile_for_kubeflow
 
     cfg = load_config(args.config)
-    try:
-        job = runner.compile_pipeline(cfg, args.image, args.output)
-    except runner.KubeflowError as e:
-        raise _cli_error(e) from None
+    job = compile_for_kubeflow(cfg, args.image, args.output)
     spec = job["pipelineSpec"]
-    image = runner.resolve_image(cfg, args.image)
+    image = compiler.resolve_image(cfg, args.image)
     log.info("kubeflow compile: wrote %s: pipeline %s, %d tasks, image %s, root %s",
              args.output, spec["pipelineInfo"]["name"], len(spec["root"]["dag"]["tasks"]),
              image, job["runtimeConfig"].get("gcsOutputDirectory"))
@@ -96,20 +82,19 @@ def _client_and_experiment(args: argparse.Namespace, cfg):
     if not os.path.isfile(args.pipeline):
         raise CliError(f"--pipeline {args.pipeline} does not exist (create it with "
                        "`cgd kubeflow compile`)")
+    from kubeflow.client import make_client
+
     return make_client(host), args.experiment or cfg.pipeline.name
 
 
 def submit_command(args: argparse.Namespace) -> int:
-    from kubeflow import runner
     from core.config import load_config
+    from kubeflow import client as kfp_client
 
     cfg = load_config(args.config)
     client, experiment = _client_and_experiment(args, cfg)
-    try:
-        result = runner.submit(client, args.pipeline, experiment, args.run_name,
+    result = kfp_client.submit(client, args.pipeline, experiment, args.run_name,
                                default_root=cfg.kubeflow.pipeline_root)
-    except runner.KubeflowError as e:
-        raise _cli_error(e) from None
     run_id = getattr(result, "run_id", None)
     log.info("kubeflow submit: %s started in experiment %s%s", args.pipeline, experiment,
              f" (run {run_id})" if run_id else "")
@@ -117,26 +102,20 @@ def submit_command(args: argparse.Namespace) -> int:
 
 
 def schedule_command(args: argparse.Namespace) -> int:
-    from kubeflow import runner
-    from core.errors import CliError
     from core.config import load_config
+    from core.errors import CliError
+    from kubeflow import client as kfp_client
 
     cfg = load_config(args.config)
     cron = args.cron or cfg.kubeflow.schedule_cron
     if not cron:
         raise CliError("no schedule: pass --cron \"MIN HOUR DOM MONTH DOW\" or set "
                        "'kubeflow.schedule_cron' in the config")
-    try:
-        kfp_cron = runner.to_kfp_cron(cron)  # a bad cron fails before any client call
-    except runner.KubeflowError as e:
-        raise _cli_error(e) from None
+    kfp_cron = kfp_client.to_kfp_cron(cron)  # a bad cron fails before any client call
     client, experiment = _client_and_experiment(args, cfg)
     job_name = args.job_name or f"{cfg.pipeline.name}-retrain"
-    try:
-        result = runner.schedule(client, args.pipeline, experiment, job_name, cron,
+    result = kfp_client.schedule(client, args.pipeline, experiment, job_name, cron,
                                  default_root=cfg.kubeflow.pipeline_root)
-    except runner.KubeflowError as e:
-        raise _cli_error(e) from None
     job_id = getattr(result, "recurring_run_id", None)
     log.info("kubeflow schedule: %s runs on KFP cron '%s' (from '%s') in experiment %s%s",
              job_name, kfp_cron, cron, experiment,

@@ -1,0 +1,118 @@
+"""The layer picture of docs/architecture.md, kept true.
+
+Imports are read from the source (ast), inside functions included, so that a
+lazy import cannot hide an upward dependency.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import small_config
+
+ROOT = Path(__file__).resolve().parent.parent
+# Lower layers never import higher ones; packages of one layer do not import each other.
+LAYERS = {"core": 0, "components": 1, "trainer": 2, "serving": 2, "kubeflow": 3, "pipeline": 4}
+# Math and domain code: tested and benchmarked alone, so no TFX in them.
+WITHOUT_TFX = [
+    "components/recall_evaluator/metrics.py", "components/recall_evaluator/verdict.py",
+    "components/recall_evaluator/ranking_picture.py", "components/recall_evaluator/production.py",
+    "components/preprocessing/image_ops.py", "components/cars196/sample_data.py",
+    "trainer/losses.py", "trainer/model.py", "trainer/sampler.py",
+]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def package_imports() -> dict[str, set[tuple[str, str]]]:
+    """package -> {(importing file, imported module of another of our packages)}."""
+    edges: dict[str, set[tuple[str, str]]] = {p: set() for p in LAYERS}
+    for package in LAYERS:
+        for path in (ROOT / package).rglob("*.py"):
+            for module in imported_modules(path):
+                top = module.split(".")[0]
+                if top in LAYERS and top != package:
+                    edges[package].add((str(path.relative_to(ROOT)), module))
+    return edges
+
+
+def test_every_import_between_packages_runs_down_the_layers():
+    upward = [f"{file} imports {module}"
+              for package, edges in package_imports().items()
+              for file, module in edges
+              if LAYERS[module.split(".")[0]] >= LAYERS[package]]
+    assert upward == []
+
+
+def test_the_package_import_graph_has_no_cycle():
+    graph = {p: {m.split(".")[0] for _, m in edges} for p, edges in package_imports().items()}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, seen + (n,)))
+                   for n in graph[start])
+
+    assert [p for p in graph if reaches(p, p)] == []
+
+
+def test_core_imports_nothing_of_ours():
+    assert package_imports()["core"] == set()
+
+
+@pytest.mark.parametrize("relative", WITHOUT_TFX)
+def test_math_and_domain_modules_import_no_tfx(relative):
+    assert not {m for m in imported_modules(ROOT / relative) if m.split(".")[0] == "tfx"}
+
+
+def test_the_layer_check_sees_imports_inside_functions(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from pipeline.definition import create_pipeline\n")
+    assert "pipeline.definition" in imported_modules(module)
+
+
+# ------------------------------------------------------------------ each component gets what it reads
+
+def node_parameters(cfg, node_id: str):
+    """The compiled (IR) parameters of one node: what TFX's cache key takes from it."""
+    from tfx.dsl.compiler import compiler
+
+    from pipeline.definition import create_pipeline
+
+    ir = compiler.Compiler().compile(create_pipeline(cfg))
+    [node] = [n.pipeline_node for n in ir.nodes if n.pipeline_node.node_info.id == node_id]
+    return node.parameters
+
+
+@pytest.mark.parametrize("node_id", ["Trainer", "RecallEvaluator", "Transform",
+                                     "Cars196ExampleGen"])
+def test_settings_a_component_does_not_read_leave_its_cache_key_alone(tmp_path, node_id):
+    cfg = small_config(tmp_path, tmp_path / "cars196")
+    unrelated = cfg.replace(serving={"grpc_port": 9100, "max_batch_size": 8},
+                            kubeflow={"memory": "64G", "schedule_cron": "0 4 * * 1"},
+                            pipeline={"beam_args": ["--direct_num_workers=2"]})
+    assert node_parameters(cfg, node_id) == node_parameters(unrelated, node_id)
+
+
+@pytest.mark.parametrize("change, changed, unchanged", [
+    ({"trainer": {"learning_rate": 0.01}}, ["Trainer"], ["RecallEvaluator", "Transform"]),
+    ({"evaluator": {"baseline_tolerance": 0.02}}, ["RecallEvaluator"], ["Trainer", "Transform"]),
+    ({"transform": {"image_size": 48}}, ["Trainer", "Transform"], ["RecallEvaluator"]),
+])
+def test_settings_a_component_reads_change_its_cache_key(tmp_path, change, changed, unchanged):
+    cfg = small_config(tmp_path, tmp_path / "cars196")
+    edited = cfg.replace(**change)
+    for node_id in changed:
+        assert node_parameters(cfg, node_id) != node_parameters(edited, node_id), node_id
+    for node_id in unchanged:
+        assert node_parameters(cfg, node_id) == node_parameters(edited, node_id), node_id
