@@ -12,7 +12,7 @@ import dataclasses
 import os
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import yaml
 
@@ -23,6 +23,7 @@ DEFAULTS_FILE = Path(__file__).with_name("config.yaml")
 DEMO_FILE = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 KUBEFLOW_TARGETS = ("kfp", "vertex")
+CROP_PROTOCOLS = ("none", "bbox")
 # Vertex AI's names for the accelerators it schedules (aiplatform AcceleratorType).
 VERTEX_ACCELERATORS = (
     "NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_P4",
@@ -120,12 +121,19 @@ class DataConfig:
 class TransformConfig:
     image_size: int
     pad_value: list[int]
+    crop: str
+    crop_margin: float
 
     def check(self, err):
         if not 16 <= self.image_size <= 1024:
             err("image_size", f"must be in [16, 1024], got {self.image_size}")
         if len(self.pad_value) != 3 or not all(0 <= v <= 255 for v in self.pad_value):
             err("pad_value", f"must be three values in [0, 255], got {self.pad_value}")
+        if self.crop not in CROP_PROTOCOLS:
+            err("crop", f"must be one of {list(CROP_PROTOCOLS)}, got {self.crop!r}")
+        if not 0 <= self.crop_margin <= 1:
+            err("crop_margin", f"must be in [0, 1] (a fraction of the box size), got "
+                f"{self.crop_margin}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +143,11 @@ class TrainerConfig:
     backbone_weights: str
     imagenet_weights_path: str = _path()
     checkpoint_path: str = _path()
+    offline: bool
     remove_last_stride: bool
     freeze_batchnorm: bool
+    freeze_batchnorm_affine: bool
+    input_size: int
     descriptors: str
     embedding_dim: int
     gem_p: float
@@ -145,7 +156,8 @@ class TrainerConfig:
     temperature: float
     label_smoothing: float
     loss: str
-    margin: float
+    margin: Optional[float]
+    npairs_temperature: float
     hap2s_sigma: float
     hap2s_alpha: float
     angular_degrees: float
@@ -160,6 +172,8 @@ class TrainerConfig:
     random_crop: bool
     random_flip: bool
     mixed_precision: str
+    jit_compile: bool
+    steps_per_execution: int
     seed: int
 
     def check(self, err):
@@ -185,14 +199,23 @@ class TrainerConfig:
         if self.backbone_weights == "checkpoint" and not self.checkpoint_path:
             err("checkpoint_path", "must be set when backbone_weights is 'checkpoint'")
         positive = ("gem_p", "temperature", "hap2s_sigma", "hap2s_alpha", "learning_rate",
-                    "angular_degrees")
+                    "angular_degrees", "npairs_temperature")
         for key in positive:
             if not getattr(self, key) > 0:
                 err(key, f"must be > 0, got {getattr(self, key)}")
         if not 0 <= self.label_smoothing < 1:
             err("label_smoothing", "must be in [0, 1)")
-        if self.margin < 0 or self.classification_loss_weight < 0:
-            err("margin" if self.margin < 0 else "classification_loss_weight", "must be >= 0")
+        if self.margin is not None and self.margin < 0:
+            err("margin", "must be >= 0 (or null for the loss's own default)")
+        if self.classification_loss_weight < 0:
+            err("classification_loss_weight", "must be >= 0")
+        if self.input_size < 0 or 0 < self.input_size < 16:
+            err("input_size", f"must be 0 (= transform.image_size) or >= 16, got {self.input_size}")
+        if self.steps_per_execution < 1:
+            err("steps_per_execution", "must be >= 1")
+        if self.backbone_weights == "imagenet" and self.backbone != "resnet50":
+            err("backbone_weights", f"'imagenet' needs backbone 'resnet50', got "
+                f"{self.backbone!r} (use none or checkpoint)")
         if self.classes_per_batch < 2:
             err("classes_per_batch", "must be >= 2 (a batch needs negatives)")
         if self.images_per_class < 2:
@@ -213,6 +236,8 @@ class EvaluatorConfig:
     recall_ks: list[int]
     recall_threshold: float
     baseline_tolerance: float
+    confidence_level: float
+    bootstrap_samples: int
     ranking_queries: int
     block_size: int
 
@@ -223,6 +248,10 @@ class EvaluatorConfig:
             err("recall_threshold", "must be in [0, 1]")
         if not 0 <= self.baseline_tolerance <= 1:
             err("baseline_tolerance", "must be in [0, 1]")
+        if not 0.5 <= self.confidence_level < 1:
+            err("confidence_level", f"must be in [0.5, 1), got {self.confidence_level}")
+        if self.bootstrap_samples < 100:
+            err("bootstrap_samples", f"must be >= 100, got {self.bootstrap_samples}")
         if self.ranking_queries < 1 or self.block_size < 1:
             err("ranking_queries" if self.ranking_queries < 1 else "block_size", "must be >= 1")
 
@@ -395,6 +424,11 @@ def _coerce(value: Any, hint: Any, dotted: str, source: str) -> Any:
             f"got {type(value).__name__} {value!r}")
 
     origin = typing.get_origin(hint)
+    if origin is typing.Union and type(None) in typing.get_args(hint):  # Optional[X]
+        if value is None:
+            return None
+        (inner,) = [h for h in typing.get_args(hint) if h is not type(None)]
+        return _coerce(value, inner, dotted, source)
     if origin is list:
         (item_hint,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -445,4 +479,10 @@ def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
 
         obj.check(err)
         sections[section] = obj
-    return Config(**sections)
+    cfg = Config(**sections)
+    if cfg.trainer.input_size > cfg.transform.image_size:
+        raise ConfigError(
+            f"{source}: 'trainer.input_size' {cfg.trainer.input_size} must be <= "
+            f"'transform.image_size' {cfg.transform.image_size} (training crops the stored "
+            "image; 0 = no crop)")
+    return cfg

@@ -9,6 +9,7 @@ patched to record the pipeline; `tfx run create` runs it again for real.
 Without CGD_CONFIG the packaged defaults (core/config.yaml) are used.
 """
 
+import logging
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported
@@ -27,4 +28,5 @@ def run() -> None:
 
 if __name__ == "__main__":
     absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)  # our components' progress reaches the log
     run()

@@ -7,11 +7,16 @@ from core.config import DEMO_FILE, ConfigError, load_config
 
 
 def test_defaults_are_the_cgd_recipe():
+    """leftthomas/CGD's recipe (see the README's recipe table)."""
     cfg = load_config()
-    assert cfg.trainer.backbone == "resnet50"
-    assert (cfg.trainer.classes_per_batch, cfg.trainer.images_per_class) == (32, 4)
-    assert cfg.trainer.learning_rate == pytest.approx(1e-4)
-    assert cfg.trainer.margin == pytest.approx(0.1)
+    t = cfg.trainer
+    assert (t.backbone, t.backbone_weights, t.offline) == ("resnet50", "imagenet", False)
+    assert t.freeze_batchnorm and not t.freeze_batchnorm_affine  # statistics only
+    assert (t.classes_per_batch, t.images_per_class) == (32, 4)
+    assert t.learning_rate == pytest.approx(1e-4) and t.lr_schedule == "step"
+    assert t.epochs == 20 and t.margin is None  # batch_hard's own default, 0.1
+    assert (cfg.transform.image_size, t.input_size) == (252, 224)
+    assert cfg.transform.pad_value == [124, 116, 104] and cfg.transform.crop == "none"
     assert cfg.data.train_classes == [1, 98] and cfg.data.eval_classes == [99, 196]
     assert Path(cfg.pipeline.root).is_absolute()
 
@@ -20,7 +25,8 @@ def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
     cfg = load_config(DEMO_FILE)
     assert cfg.trainer.backbone == "small"
     assert cfg.pipeline.root == str((DEMO_FILE.parent / "../out/demo/pipelines").resolve())
-    assert cfg.trainer.margin == pytest.approx(0.1)  # untouched keys keep the defaults
+    assert cfg.trainer.learning_rate == pytest.approx(1e-3)  # the demo's
+    assert cfg.trainer.loss == "batch_hard"  # untouched keys keep the defaults
 
 
 @pytest.mark.parametrize("yaml_text, key", [
@@ -38,6 +44,12 @@ def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
     ("data:\n  validation_classes: 98\n", "data.validation_classes"),
     ("data:\n  on_corrupt_image: ignore\n", "data.on_corrupt_image"),
     ("evaluator:\n  recall_ks: [0, 1]\n", "evaluator.recall_ks"),
+    ("trainer:\n  margin: -0.1\n", "trainer.margin"),
+    ("trainer:\n  margin: wide\n", "trainer.margin"),
+    ("trainer:\n  backbone: small\n", "trainer.backbone_weights"),
+    ("trainer:\n  input_size: 300\n", "trainer.input_size"),
+    ("transform:\n  crop: box\n", "transform.crop"),
+    ("evaluator:\n  confidence_level: 1.5\n", "evaluator.confidence_level"),
     ("serving:\n  grpc_port: 70000\n", "serving.grpc_port"),
 ])
 def test_errors_name_the_key_and_file(tmp_path, yaml_text, key):

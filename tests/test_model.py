@@ -161,19 +161,43 @@ def test_small_backbone_shapes_and_last_stride():
     assert 100_000 < no_stride.count_params() < 1_000_000
 
 
-def test_freeze_batchnorm_small_backbone():
-    frozen = M.build_backbone(trainer_cfg(freeze_batchnorm=True), 32)
-    bns = [l for l in frozen.submodules if isinstance(l, tf_keras.layers.BatchNormalization)]
-    assert bns and not any(bn.trainable for bn in bns)
-    assert any(l.trainable_weights for l in frozen.layers)  # convolutions still train
+def bn_layers(model):
+    return [l for l in model.submodules if isinstance(l, tf_keras.layers.BatchNormalization)]
+
+
+def one_training_step(backbone):
+    x = tf.constant(pixels() - 120.0)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(backbone(x, training=True)))
+    grads = tape.gradient(loss, backbone.trainable_weights)
+    tf_keras.optimizers.SGD(0.5).apply_gradients(zip(grads, backbone.trainable_weights))
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_frozen_batchnorm_keeps_statistics_and_trains_gamma_beta_unless_affine(affine):
+    frozen = M.build_backbone(trainer_cfg(freeze_batchnorm=True,
+                                          freeze_batchnorm_affine=affine), 32)
+    bns = bn_layers(frozen)
+    assert bns and all(getattr(bn, "frozen_statistics", False) for bn in bns)
     x = pixels() - 120.0
-    # Frozen BN runs in inference mode even when called with training=True.
+    # Statistics are frozen: inference-mode normalisation even when training=True.
     np.testing.assert_allclose(frozen(x, training=True).numpy(),
                                frozen(x, training=False).numpy(), atol=1e-5)
+    before = [(bn.moving_mean.numpy().copy(), bn.gamma.numpy().copy()) for bn in bns]
+    one_training_step(frozen)
+    for bn, (mean, gamma) in zip(bns, before):
+        np.testing.assert_array_equal(bn.moving_mean.numpy(), mean)
+        assert np.array_equal(bn.gamma.numpy(), gamma) == affine, bn.name
+    assert any(l.trainable_weights for l in frozen.layers)  # convolutions still train
 
+
+def test_unfrozen_batchnorm_updates_its_statistics():
     free = M.build_backbone(trainer_cfg(freeze_batchnorm=False), 32)
-    assert all(l.trainable for l in free.submodules
-               if isinstance(l, tf_keras.layers.BatchNormalization))
+    bns = bn_layers(free)
+    assert bns and not any(getattr(bn, "frozen_statistics", False) for bn in bns)
+    before = [bn.moving_mean.numpy().copy() for bn in bns]
+    one_training_step(free)
+    assert any(not np.array_equal(bn.moving_mean.numpy(), m) for bn, m in zip(bns, before))
 
 
 def test_checkpoint_weights_load(tmp_path):
@@ -192,13 +216,62 @@ def test_missing_weights_fail_fast_with_clear_errors(tmp_path):
                       imagenet_weights_path=missing)
     with pytest.raises(FileNotFoundError) as err:
         M.build_model(cfg, 5, 64)
-    assert missing in str(err.value) and M.IMAGENET_NOTOP_URL in str(err.value)
+    assert missing in str(err.value) and "trainer.imagenet_weights_path" in str(err.value)
 
     ckpt = str(tmp_path / "ckpt.h5")
     with pytest.raises(FileNotFoundError, match="ckpt.h5"):
         M.build_model(trainer_cfg(backbone_weights="checkpoint", checkpoint_path=ckpt), 5, 32)
     with pytest.raises(ValueError, match="resnet50"):
         M.build_model(trainer_cfg(backbone_weights="imagenet"), 5, 32)
+
+
+def imagenet_cfg(**overrides):
+    return trainer_cfg(backbone="resnet50", backbone_weights="imagenet", **overrides)
+
+
+def test_imagenet_weights_come_from_the_keras_cache_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cached = tmp_path / "models" / M.IMAGENET_NOTOP_FILE
+    cached.parent.mkdir()
+    cached.write_bytes(b"h5")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded although the file is cached")
+
+    assert M.imagenet_weights_file(imagenet_cfg(), download=no_download) == str(cached)
+
+
+def test_imagenet_weights_are_downloaded_once_by_keras_unless_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    calls = []
+
+    def fake_get_file(fname, origin, cache_subdir, file_hash):
+        calls.append((fname, origin, cache_subdir, file_hash))
+        return str(tmp_path / cache_subdir / fname)
+
+    path = M.imagenet_weights_file(imagenet_cfg(), download=fake_get_file)
+    assert calls == [(M.IMAGENET_NOTOP_FILE, M.IMAGENET_NOTOP_URL, "models",
+                      M.IMAGENET_NOTOP_MD5)]
+    assert path == str(tmp_path / "models" / M.IMAGENET_NOTOP_FILE)
+
+    with pytest.raises(FileNotFoundError) as offline:
+        M.imagenet_weights_file(imagenet_cfg(offline=True), download=fake_get_file)
+    assert len(calls) == 1  # offline: never downloads
+    for part in (M.IMAGENET_NOTOP_FILE, str(tmp_path / "models"), "trainer.offline"):
+        assert part in str(offline.value)
+
+
+def test_a_failed_download_names_the_file_and_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    with pytest.raises(FileNotFoundError) as err:
+        M.imagenet_weights_file(imagenet_cfg(), download=no_network)
+    message = str(err.value)
+    assert "name resolution" in message and M.IMAGENET_NOTOP_FILE in message
+    assert "trainer.imagenet_weights_path" in message and M.IMAGENET_NOTOP_URL in message
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +300,8 @@ def test_resnet50_imagenet_weights_last_stride_and_frozen_bn(fake_imagenet):
     for a, b in zip(reference.get_weights(), backbone.get_weights()):
         np.testing.assert_array_equal(a, b)
     bns = [l for l in backbone.layers if isinstance(l, tf_keras.layers.BatchNormalization)]
-    assert len(bns) == 53 and not any(bn.trainable for bn in bns)
+    assert len(bns) == 53 and all(getattr(bn, "frozen_statistics", False)
+                                  and bn.trainable for bn in bns)  # gamma/beta still train
 
     out = model(pixels(2, 64))
     assert out["embedding"].shape == (2, 48) and out["logits"].shape == (2, 5)

@@ -27,6 +27,7 @@ from tf_keras import layers
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE)
+IMAGENET_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # as tf_keras.applications.ResNet50
 # Keras ResNet50 layers whose stride goes between stage 3 and stage 4 (conv5).
 LAST_STRIDE_LAYERS = ("conv5_block1_0_conv", "conv5_block1_1_conv")
 
@@ -92,7 +93,7 @@ def build_backbone(cfg, image_size: int) -> tf_keras.Model:
     if weights:
         backbone.load_weights(weights)
     if cfg.freeze_batchnorm:
-        freeze_batchnorm(backbone)
+        freeze_batchnorm(backbone, affine=cfg.freeze_batchnorm_affine)
     return backbone
 
 
@@ -148,26 +149,53 @@ def residual_block(x, filters, strides, name):
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def backbone_weights_file(cfg) -> str | None:
-    """The weights file of ``cfg.backbone_weights``: None (random init), the local ImageNet
-    notop file, or a backbone checkpoint. Nothing is ever downloaded.
+def keras_models_dir() -> str:
+    """Keras's download cache for model weights (``$KERAS_HOME/models``, else ~/.keras/models)."""
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(base, "models")
+
+
+def imagenet_weights_file(cfg, download=None) -> str:
+    """The Keras ResNet-50 "notop" ImageNet weights: configured path, Keras cache, download.
+
+    ``cfg.imagenet_weights_path`` wins when set (and must exist); else the Keras cache;
+    else Keras's own downloader fetches it once into the cache, unless ``cfg.offline``.
+    ``download`` replaces the downloader (tests never touch the network).
     """
+    where = (f"put {IMAGENET_NOTOP_FILE} in {keras_models_dir()} (the Keras cache) or set "
+             f"trainer.imagenet_weights_path; it is at {IMAGENET_NOTOP_URL}")
+    if cfg.imagenet_weights_path:
+        if not os.path.isfile(cfg.imagenet_weights_path):
+            raise FileNotFoundError(
+                f"ImageNet weights not found at {cfg.imagenet_weights_path!r} "
+                f"(trainer.imagenet_weights_path): expected the Keras ResNet-50 notop file "
+                f"{IMAGENET_NOTOP_FILE}")
+        return cfg.imagenet_weights_path
+    cached = os.path.join(keras_models_dir(), IMAGENET_NOTOP_FILE)
+    if os.path.isfile(cached):
+        return cached
+    if cfg.offline:
+        raise FileNotFoundError(f"ImageNet weights {IMAGENET_NOTOP_FILE} are not in the Keras "
+                                f"cache and trainer.offline is true: {where}")
+    download = download or tf_keras.utils.get_file
+    try:
+        return download(IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models",
+                        file_hash=IMAGENET_NOTOP_MD5)
+    except Exception as e:  # no network, proxy, disk: all end the same way for the user
+        raise FileNotFoundError(f"could not download the ImageNet weights "
+                                f"({type(e).__name__}: {e}): {where}") from None
+
+
+def backbone_weights_file(cfg, download=None) -> str | None:
+    """The weights file of ``cfg.backbone_weights``: None (random init), the ImageNet notop
+    file (imagenet_weights_file) or a backbone checkpoint."""
     if cfg.backbone_weights == "none":
         return None
     if cfg.backbone_weights == "imagenet":
         if cfg.backbone != "resnet50":
             raise ValueError(f"backbone_weights 'imagenet' needs backbone 'resnet50', "
                              f"got {cfg.backbone!r}")
-        path = cfg.imagenet_weights_path
-        if not path or not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"ImageNet weights not found at {path!r} (trainer.imagenet_weights_path). "
-                f"Expected the Keras ResNet50 notop file {IMAGENET_NOTOP_FILE}; nothing is "
-                f"downloaded at run time. Fetch it on a machine with network access from "
-                f"{IMAGENET_NOTOP_URL} (or run tf_keras.applications.ResNet50("
-                f"weights='imagenet', include_top=False) there, which caches it in "
-                f"~/.keras/models/), copy it here, or set trainer.backbone_weights: none.")
-        return path
+        return imagenet_weights_file(cfg, download)
     if cfg.backbone_weights == "checkpoint":
         path = cfg.checkpoint_path
         if not path or not (os.path.exists(path) or os.path.exists(path + ".index")):
@@ -179,11 +207,25 @@ def backbone_weights_file(cfg) -> str | None:
     raise ValueError(f"unknown backbone_weights {cfg.backbone_weights!r}")
 
 
-def freeze_batchnorm(backbone: tf_keras.Model) -> None:
-    """BatchNorm layers keep their statistics: not trainable, hence run in inference mode."""
+def _inference_mode(training=None) -> bool:
+    return False
+
+
+def freeze_batchnorm(backbone: tf_keras.Model, affine: bool = False) -> None:
+    """Freeze the BatchNorm statistics of ``backbone`` (and gamma/beta too if ``affine``).
+
+    Keras 2's ``trainable = False`` on BatchNorm freezes both the statistics and
+    gamma/beta; the reference recipe (leftthomas/CGD's ``set_bn_eval``) freezes only
+    the statistics. BatchNormalization.call asks ``_get_training_value`` whether to
+    use batch statistics and update the running ones: answering False always keeps
+    the running statistics, while gamma and beta stay trainable variables.
+    """
     for layer in backbone.submodules:
         if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
+            layer._get_training_value = _inference_mode
+            layer.frozen_statistics = True
+            if affine:
+                layer.trainable = False
 
 
 # --------------------------------------------------------------------------- heads

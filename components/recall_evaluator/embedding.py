@@ -40,6 +40,7 @@ def embed_with_signature(model_dir: str, images: list[bytes]) -> np.ndarray:
     for start in range(0, len(images), EMBED_BATCH):
         batch = tf.constant(images[start:start + EMBED_BATCH])
         out.append(signature(**{IMAGES_INPUT: batch})[EMBEDDING_OUTPUT].numpy())
-        log.info("embedded %d/%d eval images", min(start + EMBED_BATCH, len(images)),
-                 len(images))
+        done = min(start + EMBED_BATCH, len(images))
+        if done == len(images) or done % (EMBED_BATCH * 32) == 0:  # progress, not a flood
+            log.info("embedded %d/%d images", done, len(images))
     return np.concatenate(out)
