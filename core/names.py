@@ -8,6 +8,7 @@ a name private to one module stays in it.
 IMAGE_KEY = "image"              # encoded JPEG/PNG bytes
 LABEL_KEY = "label"              # 0-based class id (raw and transformed)
 IMAGE_ID_KEY = "image_id"
+BBOX_KEY = "bbox"                # float [4]: ymin, xmin, ymax, xmax, normalised
 # Transformed feature: serialized uint8 [S, S, 3] (components/preprocessing/image_ops.serialize_images).
 TRANSFORMED_IMAGE_KEY = "image_u8"
 
@@ -18,6 +19,8 @@ IMAGES_INPUT = "images"
 PIXELS_INPUT = "pixels"
 EMBEDDING_OUTPUT = "embedding"
 LOGITS_OUTPUT = "logits"                # the training model's auxiliary head only
+# In the SavedModel's assets.extra/: how images must look for it (crop protocol, sizes).
+CONTRACT_FILE = "contract.json"
 
 # The Trainer's custom_config (pipeline/definition.py writes it, trainer/task.py reads it).
 TRAINER_JOB_KEY = "trainer_job"          # core.config.TrainerJob.to_dict()

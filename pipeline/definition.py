@@ -66,6 +66,7 @@ def create_components(cfg: Config, root: str | None = None,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image_size": cfg.transform.image_size,
                        "pad_value": list(cfg.transform.pad_value),
+                       "crop": cfg.transform.crop, "crop_margin": cfg.transform.crop_margin,
                        names.CODE_FINGERPRINT_KEY: code_fingerprint("components/preprocessing")},
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=cfg.data.output_splits),

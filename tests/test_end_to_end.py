@@ -130,7 +130,9 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
     make_sample_data(source / "span-1", **dict(SAMPLE, seed=11))
     cfg = small_config(tmp_path, source, pipeline={"name": "cgd-retrain"},
                        data={"file_pattern": "span-{SPAN}/*"},
-                       evaluator={"baseline_tolerance": 0.05})
+                       # 48 eval queries: a gate at 95% confidence could not tell these models apart;
+                       # the tests check its mechanics at 50%.
+                       evaluator={"baseline_tolerance": 0.0, "confidence_level": 0.5})
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.to_dict()))
 
@@ -152,7 +154,7 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
         worse = newest_metrics(cfg)
         assert not worse["blessed"], worse["reason"]
         assert "below the blessed baseline" in worse["reason"]
-        assert worse["candidate"]["recall@1"] < worse["baseline"]["recall@1"] - 0.05
+        assert worse["difference"]["intervals"]["recall@1"][1] < 0  # significantly worse
         assert versions(cfg.pipeline.serving_dir) == [v1]
         client.embed_bytes([image])
         assert client.last_model_version == v1
@@ -162,7 +164,7 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
         run_local(cfg.replace(trainer={"epochs": 6}))
         better = newest_metrics(cfg)
         assert better["blessed"], better
-        assert better["candidate"]["recall@1"] >= better["baseline"]["recall@1"] - 0.05
+        assert better["difference"]["intervals"]["recall@1"][1] >= 0  # not significantly worse
         new_versions = versions(cfg.pipeline.serving_dir)
         assert len(new_versions) == 2 and new_versions[0] == v1
         server.wait_for_version(new_versions[1], timeout_s=60)

@@ -3,10 +3,12 @@
 The references below follow the papers' formulas literally (no masked softmax, no
 log-sum-exp tricks, distances from np.linalg.norm) and share no code with the
 TensorFlow implementation. Each returns per-anchor values with NaN for anchors that
-have no positive or no negative; ``_reduce`` takes the mean over the others (0.0 if
-none), which is the semantics documented in trainer/losses.py.
+have no positive or no negative (semi-hard: one value per positive pair, TFA's unit of
+averaging); ``_reduce`` takes the mean over the others (0.0 if none), which is the
+semantics documented in trainer/losses.py.
 """
 
+import inspect
 import math
 import types
 
@@ -72,19 +74,45 @@ def ref_hap2s(y, x, margin, weighting, sigma, alpha):
 
 
 def ref_semi_hard(y, x, margin):
+    """TFA's triplet_semihard_loss on non-squared distances, one entry per positive pair.
+
+    Unlike the other references this returns one value per ordered positive pair
+    (a, p) of a valid anchor (NaN once for an anchor without positive or negative),
+    so that ``_reduce``'s mean is TFA's mean over positive pairs.
+    """
     d, out = _dist(x), []
     for a in range(len(y)):
         pos, neg = _pos_neg(y, a)
         if not pos or not neg:
             out.append(np.nan)
             continue
-        terms = []
         for p in pos:
             farther = [d[a, n] for n in neg if d[a, n] > d[a, p]]
-            d_n = min(farther) if farther else min(d[a, n] for n in neg)
-            terms.append(max(0.0, d[a, p] - d_n + margin))
-        out.append(np.mean(terms))
+            d_n = min(farther) if farther else max(d[a, n] for n in neg)
+            out.append(max(0.0, d[a, p] - d_n + margin))
     return out
+
+
+def tfa_semihard_numpy(y, x, margin, distance):
+    """tfa.losses.triplet_semihard_loss transliterated to NumPy, vectorized as TFA does
+    it (pair rows tiled B times, masked min/max by shifting), with TFA's
+    ``distance_metric`` as a function ``distance(x) -> [B, B]``. An independent second
+    reading of TFA, next to the loop in ``ref_semi_hard``.
+    """
+    b = len(y)
+    dist = distance(x)
+    same = y[:, None] == y[None, :]
+    diff = ~same
+    rows = np.tile(dist, (b, 1))  # row p * b + a holds dist[a, :]
+    mask = np.tile(diff, (b, 1)) & (rows > dist.T.reshape(-1, 1))  # ... and D_an > D_ap
+    has_semi = (mask.sum(axis=1) > 0).reshape(b, b).T  # [a, p]
+    row_max = rows.max(axis=1, keepdims=True)
+    outside = (((rows - row_max) * mask).min(axis=1, keepdims=True) + row_max).reshape(b, b).T
+    row_min = dist.min(axis=1, keepdims=True)
+    inside = np.tile(((dist - row_min) * diff).max(axis=1, keepdims=True) + row_min, (1, b))
+    loss_mat = margin + dist - np.where(has_semi, outside, inside)
+    positives = same.astype(np.float64) - np.eye(b)
+    return float(np.maximum(loss_mat * positives, 0.0).sum() / positives.sum())
 
 
 def ref_lifted(y, x, margin):
@@ -105,7 +133,7 @@ def ref_lifted(y, x, margin):
     return out
 
 
-def ref_npairs(y, x, l2_reg):
+def ref_npairs(y, x, l2_reg, temperature):
     out = []
     for a in range(len(y)):
         pos, neg = _pos_neg(y, a)
@@ -113,8 +141,8 @@ def ref_npairs(y, x, l2_reg):
             out.append(np.nan)
             continue
         others = [j for j in range(len(y)) if j != a]
-        z = sum(math.exp(x[a] @ x[j]) for j in others)
-        ce = -np.mean([math.log(math.exp(x[a] @ x[p]) / z) for p in pos])
+        z = sum(math.exp(x[a] @ x[j] / temperature) for j in others)
+        ce = -np.mean([math.log(math.exp(x[a] @ x[p] / temperature) / z) for p in pos])
         out.append(ce + 0.5 * l2_reg * float(x[a] @ x[a]))
     return out
 
@@ -162,8 +190,8 @@ CASES = {
                   lambda y, x: ref_semi_hard(y, x, 0.4)),
     "lifted": (lambda y, x: L.lifted_structured_loss(y, x, margin=0.8),
                lambda y, x: ref_lifted(y, x, 0.8)),
-    "npairs": (lambda y, x: L.npairs_loss(y, x, l2_reg=0.01),
-               lambda y, x: ref_npairs(y, x, 0.01)),
+    "npairs": (lambda y, x: L.npairs_loss(y, x, l2_reg=0.01, temperature=0.2),
+               lambda y, x: ref_npairs(y, x, 0.01, 0.2)),
     "angular": (lambda y, x: L.angular_loss(y, x, degrees=40.0),
                 lambda y, x: ref_angular(y, x, 40.0)),
     "contrastive": (lambda y, x: L.contrastive_loss(y, x, margin=0.7),
@@ -363,7 +391,8 @@ def test_anchor_without_positive_is_excluded(name):
     assert np.isnan(per_anchor[-1]) and not np.isnan(per_anchor[:-1]).any()
     got = _value(CASES[name][0], y, x)
     np.testing.assert_allclose(got, per_anchor[:-1].mean(), rtol=1e-5, atol=1e-6)
-    if per_anchor[:-1].sum() > 1e-3:  # the divisor is the 9 valid anchors, not 10
+    # The divisor is the 9 valid anchors (semi_hard: their 18 positive pairs), not 10.
+    if per_anchor[:-1].sum() > 1e-3:
         assert abs(got - per_anchor[:-1].sum() / len(y)) > 1e-5
 
 
@@ -394,6 +423,123 @@ def test_mismatched_batch_sizes_raise():
         L.hap2s_loss(np.arange(4), np.zeros((4, 2), np.float32), weighting="linear")
     with pytest.raises(ValueError, match="degrees"):
         L.angular_loss(np.arange(4), np.zeros((4, 2), np.float32), degrees=90.0)
+
+
+# ------------------------------------------------------ semi-hard as TFA defines it
+
+
+def _tfa_batches():
+    """Batches with at least two classes (where TFA's loss is defined), zero distances
+    included: duplicates, exactly equal dyadic rows, all points identical."""
+    batches = {f"{kind}-{seed}": make_batch(kind, seed) for kind in KINDS for seed in SEEDS}
+    hard = _hard_batches()
+    for name in ("duplicates", "all_identical", "exact_duplicates", "large_scale"):
+        batches[f"hard-{name}"] = hard[name]
+    return batches
+
+
+@pytest.mark.parametrize("margin", [0.05, 0.2, 1.0])
+@pytest.mark.parametrize("batch", sorted(_tfa_batches()))
+def test_semi_hard_is_tfa_with_non_squared_distances(batch, margin):
+    y, x = _tfa_batches()[batch]
+    x64 = x.astype(np.float64)
+    tfa = tfa_semihard_numpy(y, x64, margin, _dist)
+    # The two independent NumPy readings (loop, vectorized TFA) agree ...
+    assert _reduce(ref_semi_hard(y, x64, margin)) == pytest.approx(tfa, rel=1e-9, abs=1e-12)
+    # ... and the TensorFlow loss is TFA's with distance_metric = non-squared L2.
+    got = _value(lambda a, b: L.semi_hard_triplet_loss(a, b, margin), y, x)
+    np.testing.assert_allclose(got, tfa, rtol=1e-5, atol=1e-6)
+
+
+def test_semi_hard_hand_computed():
+    # 1-D dyadic points, exact distances. Classes {0: 0.0, 1.0} and {1: -1.0, 1.5}.
+    y = np.array([0, 0, 1, 1])
+    x = np.array([[0.0], [1.0], [-1.0], [1.5]], np.float32)
+    # (0,1): D_ap 1; negatives at 1 (a tie: not farther) and 1.5 -> 1.5: 1 - 1.5 + .75
+    # (1,0): D_ap 1; negatives at 2, 0.5 -> 2: [1 - 2 + .75]+ = 0
+    # (2,3): D_ap 2.5; negatives at 1, 2, none farther -> the farthest, 2: 2.5 - 2 + .75
+    # (3,2): D_ap 2.5; negatives at 1.5, 0.5 -> the farthest, 1.5: 2.5 - 1.5 + .75
+    expected = (0.25 + 0.0 + 1.25 + 1.75) / 4
+    got = _value(lambda a, b: L.semi_hard_triplet_loss(a, b, margin=0.75), y, x)
+    assert got == pytest.approx(expected, abs=1e-6)
+    # Not the hardest-negative fallback ((0.25 + 2.25 + 2.75) / 4), not a ">=" tie rule.
+    assert got != pytest.approx((0.25 + 0.0 + 2.25 + 2.75) / 4, abs=1e-3)
+    assert got != pytest.approx((0.75 + 0.0 + 1.25 + 1.75) / 4, abs=1e-3)
+    assert tfa_semihard_numpy(y, x.astype(np.float64), 0.75, _dist) == pytest.approx(expected)
+
+
+def test_semi_hard_averages_over_pairs_not_anchors():
+    # Uneven classes: a 4-member class has 12 ordered pairs, a 2-member class 2.
+    y = np.array([0, 0, 0, 0, 1, 1, 2])
+    x = _unit(np.random.default_rng(3).normal(size=(7, 5))).astype(np.float32)
+    entries = ref_semi_hard(y, x.astype(np.float64), 0.2)  # per pair; NaN: singleton
+    terms = [v for v in entries if not np.isnan(v)]
+    anchor_means, i = [], 0
+    for a in range(len(y)):
+        pos, neg = _pos_neg(y, a)
+        n = len(pos) if pos and neg else 1
+        if pos and neg:
+            anchor_means.append(np.mean(entries[i:i + n]))
+        i += n
+    assert i == len(entries) and len(terms) == 14
+    got = _value(lambda a, b: L.semi_hard_triplet_loss(a, b, 0.2), y, x)
+    assert got == pytest.approx(np.mean(terms), abs=1e-6)
+    assert abs(np.mean(terms) - np.mean(anchor_means)) > 1e-3  # the distinction matters
+
+
+@pytest.mark.parametrize("batch", sorted(_hard_batches()))
+def test_semi_hard_gradients_finite_under_xla(batch):
+    y, x = _hard_batches()[batch]
+    xv = tf.Variable(x)
+
+    @tf.function(jit_compile=True)
+    def loss_and_grad():
+        with tf.GradientTape() as tape:
+            loss = L.semi_hard_triplet_loss(tf.constant(y), xv)
+        return loss, tape.gradient(loss, xv)
+
+    loss, g = loss_and_grad()
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(g.numpy()))
+    np.testing.assert_allclose(float(loss), _value(L.semi_hard_triplet_loss, y, x),
+                               rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- N-pairs temperature
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 1.0])
+def test_npairs_temperature_matches_numpy(temperature, seed):
+    y, x = make_batch("pk", seed)
+    expected = _reduce(ref_npairs(y, x.astype(np.float64), 0.002, temperature))
+    got = _value(lambda a, b: L.npairs_loss(a, b, temperature=temperature), y, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_npairs_small_temperature_separates_clusters_from_random(seed):
+    rng = np.random.default_rng(seed)
+    p, k, dim = 4, 4, 8
+    y = np.repeat(np.arange(p), k)
+    clustered = _unit(np.eye(dim)[y] + 0.1 * rng.normal(size=(p * k, dim))).astype(np.float32)
+    scattered = _unit(rng.normal(size=(p * k, dim))).astype(np.float32)
+
+    def loss(x, t):
+        return _value(lambda a, b: L.npairs_loss(a, b, l2_reg=0.0, temperature=t), y, x)
+
+    gap_1 = loss(scattered, 1.0) - loss(clustered, 1.0)
+    gap_small = loss(scattered, 0.1) - loss(clustered, 0.1)
+    assert gap_1 > 0 and gap_small > 4 * gap_1
+    # At temperature 1 cosine logits in [-1, 1] keep good clusters far from the floor
+    # log(K - 1) of a perfect softmax; at 0.1 they reach it.
+    floor = math.log(k - 1)
+    assert loss(clustered, 1.0) > floor + 0.8
+    assert loss(clustered, 0.1) < floor + 0.1
+
+
+def test_npairs_rejects_non_positive_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        L.npairs_loss(np.arange(4), np.zeros((4, 2), np.float32), temperature=0.0)
 
 
 # ---------------------------------------------------------------- limiting cases
@@ -449,9 +595,9 @@ def test_registry_implements_exactly_the_configurable_losses():
     assert set(L.LOSS_FUNCTIONS) == set(LOSSES)
 
 
-def _cfg(loss):
-    return types.SimpleNamespace(loss=loss, margin=0.25, hap2s_sigma=0.3, hap2s_alpha=6.0,
-                                 angular_degrees=35.0)
+def _cfg(loss, margin=0.25):
+    return types.SimpleNamespace(loss=loss, margin=margin, hap2s_sigma=0.3, hap2s_alpha=6.0,
+                                 angular_degrees=35.0, npairs_temperature=0.3)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -466,7 +612,7 @@ def test_ranking_loss_from_config(name):
         "hap2s_poly": lambda: L.hap2s_loss(y, x, 0.25, "poly", alpha=6.0),
         "semi_hard": lambda: L.semi_hard_triplet_loss(y, x, 0.25),
         "lifted": lambda: L.lifted_structured_loss(y, x, 0.25),
-        "npairs": lambda: L.npairs_loss(y, x),
+        "npairs": lambda: L.npairs_loss(y, x, temperature=0.3),
         "angular": lambda: L.angular_loss(y, x, 35.0),
         "contrastive": lambda: L.contrastive_loss(y, x, 0.25),
     }[name]
@@ -476,3 +622,80 @@ def test_ranking_loss_from_config(name):
 def test_ranking_loss_from_config_rejects_unknown():
     with pytest.raises(ValueError, match="trainer.loss"):
         L.ranking_loss_from_config(_cfg("arcface"))
+    with pytest.raises(ValueError, match="trainer.loss"):
+        L.resolve_margin(_cfg("arcface", margin=None))
+
+
+# The issue's table, spelled out here rather than read from L.DEFAULT_MARGINS.
+EXPECTED_DEFAULT_MARGINS = {
+    "semi_hard": 0.2, "lifted": 1.0, "contrastive": 0.5, "batch_hard": 0.1,
+    "batch_hard_soft": 0.1, "hap2s_exp": 0.1, "hap2s_poly": 0.1,
+    "angular": None, "npairs": None,
+}
+
+
+def test_default_margin_table():
+    from core.names import LOSSES
+
+    assert L.DEFAULT_MARGINS == EXPECTED_DEFAULT_MARGINS
+    assert set(L.DEFAULT_MARGINS) == set(LOSSES)
+    # The functions' own defaults are the table's (one source of truth).
+    for fn, name in ((L.batch_hard_triplet_loss, "batch_hard"), (L.hap2s_loss, "hap2s_exp"),
+                     (L.semi_hard_triplet_loss, "semi_hard"),
+                     (L.lifted_structured_loss, "lifted"), (L.contrastive_loss, "contrastive")):
+        assert inspect.signature(fn).parameters["margin"].default == L.DEFAULT_MARGINS[name]
+
+
+# Loss value as a function of the margin the config resolves to (None: no margin).
+_WITH_MARGIN = {
+    "batch_hard": lambda y, x, m: L.batch_hard_triplet_loss(y, x, m),
+    "batch_hard_soft": lambda y, x, m: L.batch_hard_triplet_loss(y, x, soft=True),
+    "hap2s_exp": lambda y, x, m: L.hap2s_loss(y, x, m, "exp", sigma=0.3),
+    "hap2s_poly": lambda y, x, m: L.hap2s_loss(y, x, m, "poly", alpha=6.0),
+    "semi_hard": lambda y, x, m: L.semi_hard_triplet_loss(y, x, m),
+    "lifted": lambda y, x, m: L.lifted_structured_loss(y, x, m),
+    "npairs": lambda y, x, m: L.npairs_loss(y, x, temperature=0.3),
+    "angular": lambda y, x, m: L.angular_loss(y, x, 35.0),
+    "contrastive": lambda y, x, m: L.contrastive_loss(y, x, m),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_margin_none_selects_the_losss_default(name):
+    y, x = make_batch("pk", 2)
+    expected = EXPECTED_DEFAULT_MARGINS[name]
+    cfg = _cfg(name, margin=None)
+    assert L.resolve_margin(cfg) == expected
+    got = float(L.ranking_loss_from_config(cfg)(y, x))
+    assert got == float(_WITH_MARGIN[name](y, x, expected))
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.37, 2.0])  # 0.0: falsy, still an override
+@pytest.mark.parametrize("name", NAMES)
+def test_configured_margin_overrides_the_default(name, margin):
+    y, x = make_batch("pk", 2)
+    x = 0.2 * x  # distances < 0.4: every margin's hinge is active somewhere
+    cfg = _cfg(name, margin=margin)
+    has_margin = EXPECTED_DEFAULT_MARGINS[name] is not None
+    assert L.resolve_margin(cfg) == (margin if has_margin else None)
+    got = float(L.ranking_loss_from_config(cfg)(y, x))
+    assert got == float(_WITH_MARGIN[name](y, x, margin if has_margin else None))
+    if has_margin and name != "batch_hard_soft":  # the margin reaches the loss
+        default = float(L.ranking_loss_from_config(_cfg(name, margin=None))(y, x))
+        assert got != default
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_margin_through_core_config(name):
+    """The real TrainerConfig: margin null (the shipped default) and a configured number."""
+    from core.config import load_config
+
+    y, x = make_batch("pk", 2)
+    expected = EXPECTED_DEFAULT_MARGINS[name]
+    default_cfg = load_config(overrides={"trainer": {"loss": name}}).trainer
+    assert default_cfg.margin is None and default_cfg.npairs_temperature == 0.1
+    assert L.resolve_margin(default_cfg) == expected
+    set_cfg = load_config(overrides={"trainer": {"loss": name, "margin": 0.3}}).trainer
+    assert L.resolve_margin(set_cfg) == (None if expected is None else 0.3)
+    # Every loss builds from the real config and gives a finite value.
+    assert np.isfinite(float(L.ranking_loss_from_config(default_cfg)(y, x)))

@@ -210,6 +210,74 @@ def test_k_larger_than_gallery_is_clipped():
 
 
 # --------------------------------------------------------------------------
+# Per-query values (for bootstrap intervals)
+# --------------------------------------------------------------------------
+
+def brute_force_per_query(embeddings, labels, ks=(1, 2, 4, 8)):
+    """Per valid query, in row order: {name: vector}, and the valid rows."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels)
+    n = len(x)
+    out = {f"recall@{k}": [] for k in ks}
+    out.update({"map@r": [], "r_precision": []})
+    rows = []
+    for i in range(n):
+        d = np.sqrt(((x - x[i]) ** 2).sum(axis=1))
+        others = np.array([j for j in range(n) if j != i])
+        order = others[np.lexsort((others, d[others]))]
+        rel = [bool(labels[j] == labels[i]) for j in order]
+        r = sum(rel)
+        if r == 0:
+            continue
+        rows.append(i)
+        for k in ks:
+            out[f"recall@{k}"].append(float(any(rel[:k])))
+        found, ap = 0, 0.0
+        for rank in range(1, r + 1):
+            if rel[rank - 1]:
+                found += 1
+                ap += found / rank
+        out["map@r"].append(ap / r)
+        out["r_precision"].append(sum(rel[:r]) / r)
+    return {k: np.array(v) for k, v in out.items()}, np.array(rows)
+
+
+@pytest.mark.parametrize("make", [grid_data, gaussian_data])
+def test_per_query_values_match_brute_force_and_average_to_the_metrics(make):
+    x, labels = make(8)
+    labels = labels.copy()
+    labels[[5, 40]] = [1000, 1001]  # singletons: not queries, still in the gallery
+    expected, rows = brute_force_per_query(x, labels, (1, 2, 4, 8))
+    pq = M.per_query_metrics(x, labels, ks=(1, 2, 4, 8), block_size=13)
+    assert set(pq.values) == set(expected)
+    np.testing.assert_array_equal(pq.query_rows, rows)
+    assert pq.num_queries == len(rows) == len(x) - 2
+    for name, vector in pq.values.items():
+        assert vector.dtype == np.float64 and vector.shape == (pq.num_queries,)
+        np.testing.assert_allclose(vector, expected[name], rtol=0, atol=1e-12)
+    for k in (1, 2, 4, 8):  # hits are exactly 0 or 1
+        assert set(np.unique(pq.values[f"recall@{k}"])) <= {0.0, 1.0}
+    # The means are the metrics, exactly (same code path as retrieval_metrics).
+    out = M.retrieval_metrics(x, labels, block_size=13, compute_nmi=False)
+    assert pq.summary() == out
+    assert M.map_at_r(x, labels) == out["map@r"] == pq.values["map@r"].mean()
+
+
+def test_per_query_values_come_from_the_same_single_knn_pass(monkeypatch):
+    x, labels = grid_data(9, n=90)
+    calls = []
+    topk = M._topk_sorted
+    monkeypatch.setattr(M, "_topk_sorted", lambda d2, k: calls.append(d2.shape) or topk(d2, k))
+    pq = M.per_query_metrics(x, labels, ks=(1, 2, 4, 8), block_size=30)
+    assert calls == [(30, 90)] * 3  # one top-k selection per block of queries, nothing more
+    assert set(pq.values) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r",
+                              "r_precision"}
+    summary = pq.summary(nmi_value=0.5)
+    assert summary["nmi"] == 0.5 and summary["num_images"] == 90
+    json.dumps(summary)
+
+
+# --------------------------------------------------------------------------
 # nearest_neighbours
 # --------------------------------------------------------------------------
 

@@ -10,11 +10,15 @@ the TFT layer, so serving applies exactly the training-time preprocessing;
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 
 from components.preprocessing import image_ops
-from core.names import (EMBEDDING_OUTPUT, IMAGE_KEY, IMAGES_INPUT, PIXELS_INPUT,
-                        PIXELS_SIGNATURE, SERVING_SIGNATURE, TRANSFORMED_IMAGE_KEY)
+from core.names import (BBOX_KEY, CONTRACT_FILE, EMBEDDING_OUTPUT, IMAGE_KEY, IMAGES_INPUT,
+                        PIXELS_INPUT, PIXELS_SIGNATURE, SERVING_SIGNATURE,
+                        TRANSFORMED_IMAGE_KEY)
 
 
 class EmbeddingExport(tf.Module):
@@ -25,16 +29,21 @@ class EmbeddingExport(tf.Module):
     the small model), while the signatures need just one traced call.
     """
 
-    def __init__(self, embedding_model, tft_layer, image_size: int, pad_value):
+    def __init__(self, embedding_model, tft_layer, image_size: int, pad_value,
+                 input_size: int = 0, crop: str = "none"):
         super().__init__()
         # A plain closure is not trackable, so the Keras model is not saved as such.
         self._call_model = lambda pixels: embedding_model(pixels, training=False)
         self.model_variables = list(embedding_model.variables)
         self.tft_layer = tft_layer
         self._size = int(image_size)
+        self._input_size = int(input_size) or self._size
         self._pad_value = [int(v) for v in pad_value]
+        self._crop = crop
 
     def _embed(self, pixels_u8):
+        # The centre view of the stored square, as in validation (training takes random crops).
+        pixels_u8 = image_ops.center_crop(pixels_u8, self._input_size)
         embedding = self._call_model(tf.cast(pixels_u8, tf.float32))
         return {EMBEDDING_OUTPUT: tf.cast(embedding, tf.float32)}
 
@@ -42,7 +51,10 @@ class EmbeddingExport(tf.Module):
     def serve_images(self, images):
         # The raw schema has image as a [1]-shaped feature; label and id are not
         # needed and TFT fills in missing raw features.
-        transformed = self.tft_layer({IMAGE_KEY: tf.reshape(images, [-1, 1])})
+        features = {IMAGE_KEY: tf.reshape(images, [-1, 1])}
+        if self._crop == "bbox":  # cropped protocol: clients send the car already cropped
+            features[BBOX_KEY] = tf.tile([[0.0, 0.0, 1.0, 1.0]], [tf.size(images), 1])
+        transformed = self.tft_layer(features)
         return self._embed(image_ops.parse_images(
             tf.reshape(transformed[TRANSFORMED_IMAGE_KEY], [-1]), self._size))
 
@@ -56,11 +68,23 @@ class EmbeddingExport(tf.Module):
 
 
 def export_saved_model(embedding_model, tft_output, export_dir: str, image_size: int,
-                       pad_value) -> None:
-    """Write the SavedModel with both signatures to ``export_dir``."""
+                       pad_value, input_size: int = 0, crop: str = "none") -> None:
+    """Write the SavedModel with both signatures to ``export_dir``, and its contract.
+
+    ``assets.extra/contract.json`` says how images must look for this model: the
+    crop protocol it was trained for (``bbox``: send the car cropped to its box),
+    the stored and input sizes, the pad colour.
+    """
     module = EmbeddingExport(embedding_model, tft_output.transform_features_layer(),
-                             image_size, pad_value)
+                             image_size, pad_value, input_size, crop)
     tf.saved_model.save(module, export_dir, signatures={
         SERVING_SIGNATURE: module.serve_images,
         PIXELS_SIGNATURE: module.serve_pixels,
     })
+    contract = {"crop_protocol": crop, "image_size": int(image_size),
+                "input_size": int(input_size) or int(image_size),
+                "pad_value": [int(v) for v in pad_value],
+                "signatures": [SERVING_SIGNATURE, PIXELS_SIGNATURE]}
+    tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
+    with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", CONTRACT_FILE), "w") as f:
+        json.dump(contract, f, indent=1, sort_keys=True)

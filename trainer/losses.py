@@ -18,10 +18,15 @@ Shared semantics (the reason every loss goes through ``_anchor_masks`` and
   only (valid = at least one positive and one negative).
 * A batch with no valid anchor (e.g. all labels distinct, or all equal) has loss 0.0
   with zero, finite gradients, never NaN.
-* Losses defined over pairs in their papers (semi-hard, lifted, contrastive, angular)
-  are averaged first over the anchor's pairs, then over anchors. For the P x K batches
-  the trainer samples, every anchor has the same number of positives (K - 1) and
-  negatives ((P - 1) K), so this equals the papers' mean over pairs.
+* Losses defined over pairs in their papers (lifted, contrastive, angular) are averaged
+  first over the anchor's pairs, then over anchors. For the P x K batches the trainer
+  samples, every anchor has the same number of positives (K - 1) and negatives
+  ((P - 1) K), so this equals the papers' mean over pairs. Semi-hard follows
+  TensorFlow Addons literally instead: the mean over all positive pairs (a, p) of the
+  batch (of valid anchors), the same number for P x K batches.
+* Margins: each margin loss has its own default (``DEFAULT_MARGINS``, also its
+  signature default); ``trainer.margin: null`` selects it and a number overrides it
+  (``resolve_margin``).
 
 References: Hermans et al. 2017 (arXiv 1703.07737, batch-hard); Yu et al. 2018
 (arXiv 1807.11206, HAP2S); Schroff et al. 2015 (FaceNet, semi-hard); Song et al. 2016
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -43,6 +48,28 @@ import tensorflow as tf
 _D2_EPS = 1e-12
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+# Default margin of every configurable loss (core.names.LOSSES), in distance units;
+# None: the loss has no margin. Used when ``trainer.margin`` is null, and as the
+# functions' signature defaults. batch_hard / hap2s: CGD's 0.1 on unit vectors;
+# semi_hard: FaceNet's 0.2 (FaceNet and TFA apply it to squared distances, here to
+# plain ones); lifted: Song et al.'s alpha = 1.0; contrastive 0.5 (about half the
+# typical distance between unit vectors of different classes). batch_hard_soft is
+# listed with batch_hard's value but ignores it (softplus, no hinge).
+DEFAULT_MARGINS: dict[str, Optional[float]] = {
+    "batch_hard": 0.1,
+    "batch_hard_soft": 0.1,
+    "hap2s_exp": 0.1,
+    "hap2s_poly": 0.1,
+    "semi_hard": 0.2,
+    "lifted": 1.0,
+    "contrastive": 0.5,
+    "angular": None,
+    "npairs": None,
+}
+
+# N-pairs logits are similarities divided by this (core.config.yaml's default).
+DEFAULT_NPAIRS_TEMPERATURE = 0.1
 
 
 # --------------------------------------------------------------------------- helpers
@@ -172,7 +199,8 @@ def _masked_softmax(logits, mask, axis=-1):
 # ---------------------------------------------------------------------------- losses
 
 
-def batch_hard_triplet_loss(labels, embeddings, margin=0.1, soft=False):
+def batch_hard_triplet_loss(labels, embeddings, margin=DEFAULT_MARGINS["batch_hard"],
+                            soft=False):
     """Batch-hard triplet loss (Hermans et al. 2017).
 
     ``L = mean_a [m + max_p D_ap - min_n D_an]_+``, or with ``soft=True``
@@ -196,7 +224,8 @@ def batch_hard_triplet_loss(labels, embeddings, margin=0.1, soft=False):
     return _mean_over_valid(per_anchor, valid)
 
 
-def hap2s_loss(labels, embeddings, margin=0.1, weighting="exp", sigma=0.5, alpha=10.0):
+def hap2s_loss(labels, embeddings, margin=DEFAULT_MARGINS["hap2s_exp"], weighting="exp",
+               sigma=0.5, alpha=10.0):
     """Hard-Aware Point-to-Set loss, HAP2S (Yu et al. 2018, arXiv 1807.11206).
 
     Point-to-set distances ``D_P(a) = sum_p w_p D_ap / sum_p w_p`` over the anchor's
@@ -251,19 +280,36 @@ def hap2s_loss(labels, embeddings, margin=0.1, weighting="exp", sigma=0.5, alpha
     return _mean_over_valid(tf.nn.relu(d_p - d_n + margin), valid)
 
 
-def semi_hard_triplet_loss(labels, embeddings, margin=0.1):
-    """Triplet loss with semi-hard negative mining (Schroff et al. 2015, FaceNet).
+def semi_hard_triplet_loss(labels, embeddings, margin=DEFAULT_MARGINS["semi_hard"]):
+    """Triplet loss with semi-hard negative mining, as TensorFlow Addons defines it.
 
-    For every anchor a and positive p, the negative is the closest one *farther* than
-    the positive: ``n* = argmin {D_an : D_an > D_ap}`` (strict). When no negative is
-    farther than p, fall back to the hardest negative ``argmin_n D_an``. Then
-    ``l_ap = [D_ap - D_an* + m]_+``, averaged over the anchor's positives and then over
-    valid anchors. Distances are non-squared.
+    ``tfa.losses.triplet_semihard_loss`` (after FaceNet, Schroff et al. 2015): for every
+    ordered positive pair (a, p), ``a != p`` with the same label, the negative is the
+    closest one *farther* than the positive, ``D_an* = min {D_an : D_an > D_ap}``
+    (strict, so a negative at exactly ``D_ap`` is not semi-hard); when no negative is
+    farther, the *farthest* negative, ``D_an* = max_n D_an`` (TFA's
+    ``negatives_inside``). The loss is the mean over all positive pairs of the batch of
+    ``[D_ap - D_an* + m]_+`` (not a mean per anchor first: for uneven class sizes the
+    two differ; for P x K batches they agree).
+
+    Differences from TFA, all deliberate:
+
+    * Distances are non-squared Euclidean with the safe square root of
+      ``pairwise_distances``, as in every loss here; TFA's default
+      ``distance_metric="L_2"`` uses *squared* distances (TFA with a non-squared L2
+      ``distance_metric`` callable computes exactly this loss). The mining picks the
+      same negatives either way (sqrt is monotone); the hinge and the margin's scale
+      differ.
+    * Degenerate batches follow this module's rules: pairs whose anchor has no
+      negative (a one-class batch) are left out and a batch with no such pair gives
+      0.0, where TFA uses a "farthest negative" of 0 there and divides 0 by 0 when
+      there is no positive pair at all.
+    * float16 embeddings are computed, and returned, in float32.
 
     Args:
       labels: int [B] or [B, 1].
       embeddings: float [B, D].
-      margin: hinge margin m >= 0.
+      margin: hinge margin m >= 0 (distance units; default 0.2).
 
     Returns:
       float32 scalar; 0.0 if no anchor is valid.
@@ -278,13 +324,15 @@ def semi_hard_triplet_loss(labels, embeddings, margin=0.1):
     farther = tf.logical_and(neg[:, None, :], d_an > d_ap)  # [a, p, n]
     d_an_3 = tf.broadcast_to(d_an, tf.shape(farther))
     semi = _masked_min(d_an_3, farther)  # [a, p]
-    hardest = _masked_min(d, neg)  # [a]
-    chosen = tf.where(tf.reduce_any(farther, axis=2), semi, hardest[:, None])
+    farthest = _masked_max(d, neg)  # [a]
+    chosen = tf.where(tf.reduce_any(farther, axis=2), semi, farthest[:, None])
     per_pair = tf.nn.relu(d - chosen + margin)  # [a, p]
-    return _mean_over_valid(_masked_mean(per_pair, pos), valid)
+    pairs = tf.logical_and(pos, valid[:, None])
+    total = tf.reduce_sum(tf.where(pairs, per_pair, tf.zeros_like(per_pair)))
+    return total / tf.maximum(tf.reduce_sum(tf.cast(pairs, tf.float32)), 1.0)
 
 
-def lifted_structured_loss(labels, embeddings, margin=1.0):
+def lifted_structured_loss(labels, embeddings, margin=DEFAULT_MARGINS["lifted"]):
     """Smooth lifted structured loss (Song et al. 2016, eq. 4).
 
     For a positive pair (i, j):
@@ -312,29 +360,38 @@ def lifted_structured_loss(labels, embeddings, margin=1.0):
     return _mean_over_valid(_masked_mean(per_pair, pos), valid)
 
 
-def npairs_loss(labels, embeddings, l2_reg=0.002):
-    """Multi-class N-pair loss (Sohn 2016) generalized to P x K batches.
+def npairs_loss(labels, embeddings, l2_reg=0.002, temperature=DEFAULT_NPAIRS_TEMPERATURE):
+    """Multi-class N-pair loss (Sohn 2016) generalized to P x K batches, with a temperature.
 
-    Logits are dot products ``s_aj = e_a . e_j`` over every *other* sample j (the
-    anchor's self-similarity is left out of the softmax). The target distribution is
-    the anchor's same-class indicator row normalized to sum to 1 (uniform over its
-    positives; with K = 2 this is Sohn's one-positive softmax). Per anchor:
-    ``CE(targets, softmax(s_a)) + 0.5 * l2_reg * ||e_a||^2``; the L2 term (which keeps
-    dot-product logits from growing without bound) uses the scale of
+    Logits are scaled similarities ``s_aj = (e_a . e_j) / temperature`` over every
+    *other* sample j (the anchor's self-similarity is left out of the softmax). On the
+    model's L2-normalized embeddings ``e_a . e_j`` is the cosine similarity, confined
+    to [-1, 1]: without the temperature the softmax can never become confident (in a
+    32 x 4 batch even perfect clusters, positives at similarity 1 and negatives at
+    -1/31, keep a loss of 3.85 at temperature 1, against the floor ``log(K - 1)`` = 1.10
+    that temperature 0.1 reaches within 0.002).
+
+    The target distribution is the anchor's same-class indicator row normalized to sum
+    to 1 (uniform over its positives; with K = 2 this is Sohn's one-positive softmax).
+    Per anchor: ``CE(targets, softmax(s_a)) + 0.5 * l2_reg * ||e_a||^2``; the L2 term
+    (which keeps dot-product logits of unnormalized embeddings from growing without
+    bound; a constant for normalized ones) uses the scale of
     ``tf.contrib.losses.metric_learning.npairs_loss``. Mean over valid anchors.
 
     Args:
       labels: int [B] or [B, 1].
-      embeddings: float [B, D].
-      l2_reg: weight of the embedding-norm penalty (a constant for L2-normalized
-        embeddings).
+      embeddings: float [B, D] (normally L2-normalized; not normalized here).
+      l2_reg: weight of the embedding-norm penalty.
+      temperature: divides the similarities (> 0); ``trainer.npairs_temperature``.
 
     Returns:
       float32 scalar; 0.0 if no anchor is valid.
     """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     labels, embeddings = _prepare(labels, embeddings)
     pos, _, valid = _anchor_masks(labels)
-    sim = tf.matmul(embeddings, embeddings, transpose_b=True)  # [B, B]
+    sim = tf.matmul(embeddings, embeddings, transpose_b=True) / temperature  # [B, B]
     others = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
     log_z = _masked_logsumexp(sim, others)  # [B]
     # CE = -sum_j t_aj (s_aj - log_z) = log_z - mean_{p in P(a)} s_ap (sum t = 1).
@@ -375,7 +432,7 @@ def angular_loss(labels, embeddings, degrees=45.0):
     return _mean_over_valid(_masked_mean(per_pair, pos), valid)
 
 
-def contrastive_loss(labels, embeddings, margin=0.5):
+def contrastive_loss(labels, embeddings, margin=DEFAULT_MARGINS["contrastive"]):
     """Contrastive loss (Hadsell et al. 2006) on non-squared distances.
 
     Per anchor: ``mean_p D_ap^2 + mean_n [m - D_an]_+^2`` (the two means are taken
@@ -415,24 +472,41 @@ LOSS_FUNCTIONS: dict[str, Callable[..., tf.Tensor]] = {
 }
 
 
+def resolve_margin(cfg) -> Optional[float]:
+    """The margin ``cfg.loss`` uses: ``cfg.margin`` if set, else ``DEFAULT_MARGINS``.
+
+    Args:
+      cfg: the trainer config (attributes ``loss`` and ``margin``; ``margin`` None
+        means "the loss's own default").
+
+    Returns:
+      The margin, or None for a loss without one (angular, npairs), whatever
+      ``cfg.margin`` says.
+    """
+    if cfg.loss not in DEFAULT_MARGINS:
+        raise ValueError(f"trainer.loss must be one of {sorted(LOSS_FUNCTIONS)}, got {cfg.loss!r}")
+    default = DEFAULT_MARGINS[cfg.loss]
+    if default is None or cfg.margin is None:
+        return default
+    return float(cfg.margin)
+
+
 def _hyperparameters(cfg) -> dict:
     """The keyword arguments LOSS_FUNCTIONS[cfg.loss] takes from the trainer config."""
     name = cfg.loss
+    margin = resolve_margin(cfg)  # also rejects an unknown name
     if name == "batch_hard":
-        return {"margin": cfg.margin}
+        return {"margin": margin}
     if name == "batch_hard_soft":
         return {}  # softplus has no margin
     if name == "hap2s_exp":
-        return {"margin": cfg.margin, "sigma": cfg.hap2s_sigma}
+        return {"margin": margin, "sigma": cfg.hap2s_sigma}
     if name == "hap2s_poly":
-        return {"margin": cfg.margin, "alpha": cfg.hap2s_alpha}
+        return {"margin": margin, "alpha": cfg.hap2s_alpha}
     if name in ("semi_hard", "lifted", "contrastive"):
-        # One config margin for all margin losses: its scale is loss-specific (the
-        # papers use ~0.2 semi-hard, 1.0 lifted, ~0.5 contrastive on unit vectors),
-        # so set `margin` together with `loss`.
-        return {"margin": cfg.margin}
+        return {"margin": margin}
     if name == "npairs":
-        return {}  # no margin; l2_reg keeps its default
+        return {"temperature": cfg.npairs_temperature}  # no margin; l2_reg keeps its default
     if name == "angular":
         return {"degrees": cfg.angular_degrees}
     raise ValueError(f"trainer.loss must be one of {sorted(LOSS_FUNCTIONS)}, got {name!r}")
@@ -442,16 +516,18 @@ def ranking_loss_from_config(trainer_cfg) -> LossFn:
     """The ranking loss named by ``trainer_cfg.loss``, hyperparameters bound.
 
     Args:
-      trainer_cfg: an object with attributes ``loss``, ``margin``, ``hap2s_sigma``,
-        ``hap2s_alpha`` and ``angular_degrees`` (``core.config.TrainerConfig``).
+      trainer_cfg: an object with attributes ``loss``, ``margin`` (None: the loss's
+        default), ``npairs_temperature``, ``hap2s_sigma``, ``hap2s_alpha`` and
+        ``angular_degrees`` (``core.config.TrainerConfig``).
 
     Returns:
       ``fn(labels, embeddings) -> float32 scalar``, named ``<loss>_loss`` (Keras uses
       the name in metric logs).
 
-    Margins: batch_hard, hap2s_*, semi_hard, lifted and contrastive use
-    ``trainer_cfg.margin``; batch_hard_soft and npairs have none; angular uses
-    ``angular_degrees``.
+    Margins (``resolve_margin``): batch_hard, hap2s_*, semi_hard, lifted and
+    contrastive use ``trainer_cfg.margin``, or their ``DEFAULT_MARGINS`` entry when it
+    is None; batch_hard_soft, npairs and angular have none (npairs uses
+    ``npairs_temperature``, angular ``angular_degrees``).
     """
     kwargs = _hyperparameters(trainer_cfg)
     base = LOSS_FUNCTIONS[trainer_cfg.loss]

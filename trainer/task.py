@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from components.preprocessing import image_ops
 from core.config import TrainerJob
 from core.names import (CHECKPOINT_ROOT_KEY, EMBEDDING_OUTPUT, LOGITS_OUTPUT, TRAINER_JOB_KEY,
                         VALIDATION_FILE)
@@ -27,6 +28,7 @@ from trainer import export, losses, sampler
 from trainer.model import build_model, embedding_model
 
 log = logging.getLogger(__name__)
+STEP_DECAY_AT = (0.6, 0.8)  # fractions of training where the step schedule divides by 10
 
 
 # ------------------------------------------------------------------ environment
@@ -73,16 +75,21 @@ def classification_loss(num_classes: int, label_smoothing: float):
     return loss
 
 
-def make_optimizer(t) -> tf_keras.optimizers.Optimizer:
-    """The optimizer and learning-rate schedule of a TrainerConfig ``t``."""
+def learning_rate_schedule(t):
+    """The learning rate of a TrainerConfig ``t``: a float or a Keras schedule of the step."""
     total = t.epochs * t.steps_per_epoch
-    lr = t.learning_rate
     if t.lr_schedule == "cosine":
-        lr = tf_keras.optimizers.schedules.CosineDecay(t.learning_rate, total)
-    elif t.lr_schedule == "step":
-        lr = tf_keras.optimizers.schedules.PiecewiseConstantDecay(
-            [int(total * 0.5), int(total * 0.75)],
+        return tf_keras.optimizers.schedules.CosineDecay(t.learning_rate, total)
+    if t.lr_schedule == "step":  # x0.1 at 60% and 80% of training, as leftthomas/CGD
+        return tf_keras.optimizers.schedules.PiecewiseConstantDecay(
+            [int(total * STEP_DECAY_AT[0]), int(total * STEP_DECAY_AT[1])],
             [t.learning_rate, t.learning_rate * 0.1, t.learning_rate * 0.01])
+    return t.learning_rate
+
+
+def make_optimizer(t) -> tf_keras.optimizers.Optimizer:
+    """The optimizer of a TrainerConfig ``t`` with its learning-rate schedule."""
+    lr = learning_rate_schedule(t)
     if t.optimizer == "sgd":
         return tf_keras.optimizers.SGD(lr, momentum=0.9)
     return tf_keras.optimizers.Adam(lr)
@@ -98,10 +105,16 @@ class ValidationRecall(tf_keras.callbacks.Callback):
     """
 
     def __init__(self, valid: sampler.ImageSet, patience: int, batch_size: int = 64,
-                 state_dir: str | None = None):
+                 state_dir: str | None = None, input_size: int = 0,
+                 no_stop_before_epoch: int = 0):
         super().__init__()
         self.valid = valid
         self.patience = patience
+        # Validation sees the centre view, as evaluation and serving do.
+        self.input_size = input_size
+        # Early stopping waits for the first learning-rate drop (a plateau before it is
+        # what the drop is for).
+        self.no_stop_before_epoch = no_stop_before_epoch
         self.batch_size = batch_size
         self.state_dir = state_dir
         self.best = -1.0
@@ -111,24 +124,37 @@ class ValidationRecall(tf_keras.callbacks.Callback):
 
     def recall_at_1(self) -> float:
         from components.recall_evaluator.metrics import recall_at_k
-        embeddings = self.model.predict(self.valid.images.astype(np.float32),
-                                        batch_size=self.batch_size, verbose=0)["embedding"]
+        images = self.valid.images
+        if self.input_size and self.input_size < images.shape[1]:
+            images = image_ops.center_crop(images, self.input_size).numpy()
+        embeddings = self.model.predict(images.astype(np.float32),
+                                        batch_size=self.batch_size, verbose=0)[EMBEDDING_OUTPUT]
         return float(recall_at_k(embeddings, self.valid.labels, ks=(1,))[1])
 
     def _state_files(self):
         return (os.path.join(self.state_dir, "best.json"),
                 os.path.join(self.state_dir, "best_weights.npz"))
 
-    def _save_state(self):
-        if not self.state_dir or not is_chief():
+    @staticmethod
+    def completed_epochs(state_dir: str | None) -> int:
+        """Epochs a resumed training already did (0 when starting afresh)."""
+        meta = state_dir and os.path.join(state_dir, "best.json")
+        if not meta or not tf.io.gfile.exists(meta):
+            return 0
+        with tf.io.gfile.GFile(meta) as f:
+            return len(json.load(f)["history"])
+
+    def _save_state(self, weights: bool = True):
+        if not self.state_dir or not is_chief() or self.best_weights is None:
             return
-        meta, weights = self._state_files()
+        meta, weights_file = self._state_files()
         tf.io.gfile.makedirs(self.state_dir)
-        buffer = io.BytesIO()  # zip needs a seekable file; GFile is write-only
-        np.savez(buffer, *self.best_weights)
-        with tf.io.gfile.GFile(weights + ".partial", "wb") as f:
-            f.write(buffer.getvalue())
-        tf.io.gfile.rename(weights + ".partial", weights, overwrite=True)
+        if weights:
+            buffer = io.BytesIO()  # zip needs a seekable file; GFile is write-only
+            np.savez(buffer, *self.best_weights)
+            with tf.io.gfile.GFile(weights_file + ".partial", "wb") as f:
+                f.write(buffer.getvalue())
+            tf.io.gfile.rename(weights_file + ".partial", weights_file, overwrite=True)
         with tf.io.gfile.GFile(meta, "w") as f:  # written last: marks the state complete
             json.dump({"best": self.best, "best_epoch": self.best_epoch,
                        "history": self.history, "untrained": self.untrained}, f)
@@ -164,11 +190,12 @@ class ValidationRecall(tf_keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch = r1, epoch
             self.best_weights = self.model.get_weights()
-            self._save_state()
+        self._save_state(weights=improved)  # history every epoch: where to resume the stream
         log.info("epoch %d/%d: loss %.4f, validation Recall@1 %.4f%s", epoch + 1,
                  self.params.get("epochs", 0), (logs or {}).get("loss", float("nan")), r1,
                  " (best)" if improved else "")
-        if self.patience and epoch - self.best_epoch >= self.patience:
+        if (self.patience and epoch + 1 >= self.no_stop_before_epoch
+                and epoch - self.best_epoch >= self.patience):
             log.info("early stopping: no Recall@1 improvement for %d epochs", self.patience)
             self.model.stop_training = True
 
@@ -194,9 +221,14 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
     strategy = choose_strategy()
     t = job.trainer
     tf_keras.utils.set_random_seed(t.seed)
-    size = job.transform.image_size
-    train_set = sampler.load_image_set(train_files, size)
-    valid_set = sampler.load_image_set(valid_files, size)
+    stored = job.transform.image_size
+    size = t.input_size or stored  # the model's input: a crop of the stored image
+    train_set = sampler.load_image_set(train_files, stored)
+    valid_set = sampler.load_image_set(valid_files, stored)
+    crop = size if size < stored else 0
+    selection_dir = backup_dir and backup_dir + "-selection"
+    # A resumed run continues the P x K and augmentation streams where it stopped.
+    start_step = ValidationRecall.completed_epochs(selection_dir) * t.steps_per_epoch
     label_offset = job.first_class - 1
     num_classes = job.num_classes
     log.info("training on %d images of %d classes, validating on %d images of %d classes",
@@ -215,7 +247,7 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
         pipeline_id = context.input_pipeline_id if context else 0
         return sampler.pk_dataset(train_set, t.classes_per_batch, t.images_per_class,
                                   t.seed + 1000 * pipeline_id, t.random_crop, t.random_flip,
-                                  label_offset)
+                                  label_offset, crop, start_step)
 
     if strategy.num_replicas_in_sync > 1:
         dataset = strategy.distribute_datasets_from_function(replica_dataset)
@@ -227,9 +259,11 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
             optimizer=make_optimizer(t),
             loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
                   LOGITS_OUTPUT: classification_loss(num_classes, t.label_smoothing)},
-            loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight})
-    validation = ValidationRecall(valid_set, t.early_stopping_patience,
-                                  state_dir=backup_dir and backup_dir + "-selection")
+            loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight},
+            jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+    first_drop = (int(np.ceil(t.epochs * STEP_DECAY_AT[0])) if t.lr_schedule == "step" else 0)
+    validation = ValidationRecall(valid_set, t.early_stopping_patience, state_dir=selection_dir,
+                                  input_size=crop, no_stop_before_epoch=first_drop)
     callbacks = [validation, tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)]
     if backup_dir:
         if tf.io.gfile.exists(backup_dir) and tf.io.gfile.listdir(backup_dir):
@@ -245,7 +279,8 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
 def export_model(model, job: TrainerJob, tft_output, serving_model_dir: str) -> None:
     target = serving_model_dir if is_chief() else tempfile.mkdtemp()
     export.export_saved_model(embedding_model(model), tft_output, target,
-                              job.transform.image_size, job.transform.pad_value)
+                              job.transform.image_size, job.transform.pad_value,
+                              job.trainer.input_size, job.transform.crop)
     log.info("exported SavedModel to %s", target)
 
 

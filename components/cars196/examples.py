@@ -14,7 +14,7 @@ import apache_beam as beam
 import tensorflow as tf
 from PIL import Image
 
-from core.names import IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY
+from core.names import BBOX_KEY, IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY
 
 log = logging.getLogger(__name__)
 COUNTER_NAMESPACE = "cars196_example_gen"
@@ -34,7 +34,7 @@ def to_example(record: dict, image_bytes: bytes) -> tf.train.Example:
         IMAGE_KEY: _bytes_feature([image_bytes]),
         LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[record["class_id"]])),
         "class_name": _bytes_feature([record["class_name"].encode()]),
-        "bbox": tf.train.Feature(float_list=tf.train.FloatList(value=list(record["bbox"]))),
+        BBOX_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=list(record["bbox"]))),
         IMAGE_ID_KEY: _bytes_feature([record["image_id"].encode()]),
         "tfds_split": _bytes_feature([record["tfds_split"].encode()]),
     }))

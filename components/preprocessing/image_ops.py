@@ -53,11 +53,46 @@ def preprocess_pixels(image: tf.Tensor, size: int, pad_value) -> tf.Tensor:
     return resize_square(pad_to_square(image, pad_value), size)
 
 
-def preprocess_bytes(image_bytes: tf.Tensor, size: int, pad_value) -> tf.Tensor:
-    """Batch of encoded images, string [N] -> uint8 [N, size, size, 3]."""
+def crop_to_box(image: tf.Tensor, box: tf.Tensor, margin: float = 0.0) -> tf.Tensor:
+    """[H, W, C] -> the part inside ``box`` (ymin, xmin, ymax, xmax, normalised, as TFDS).
+
+    ``margin`` widens the box on each side by that fraction of its height/width,
+    clipped to the image; the crop keeps at least one pixel. [0, 0, 1, 1] is the
+    whole image (what serving feeds: clients send images already cropped).
+    """
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    box = tf.cast(tf.reshape(box, [4]), tf.float32)
+    dy, dx = (box[2] - box[0]) * margin, (box[3] - box[1]) * margin
+    y0 = tf.clip_by_value(tf.floor((box[0] - dy) * height), 0.0, height - 1.0)
+    x0 = tf.clip_by_value(tf.floor((box[1] - dx) * width), 0.0, width - 1.0)
+    y1 = tf.clip_by_value(tf.math.ceil((box[2] + dy) * height), y0 + 1.0, height)
+    x1 = tf.clip_by_value(tf.math.ceil((box[3] + dx) * width), x0 + 1.0, width)
+    y0, x0, y1, x1 = (tf.cast(v, tf.int32) for v in (y0, x0, y1, x1))
+    return image[y0:y1, x0:x1]
+
+
+def preprocess_bytes(image_bytes: tf.Tensor, size: int, pad_value, boxes=None,
+                     margin: float = 0.0) -> tf.Tensor:
+    """Batch of encoded images, string [N] -> uint8 [N, size, size, 3].
+
+    With ``boxes`` (float [N, 4]) each image is first cropped to its box (crop_to_box).
+    """
+    spec = tf.TensorSpec([size, size, 3], tf.uint8)
+    if boxes is None:
+        return tf.map_fn(lambda b: preprocess_pixels(decode_rgb(b), size, pad_value),
+                         image_bytes, fn_output_signature=spec)
     return tf.map_fn(
-        lambda b: preprocess_pixels(decode_rgb(b), size, pad_value), image_bytes,
-        fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+        lambda args: preprocess_pixels(crop_to_box(decode_rgb(args[0]), args[1], margin),
+                                       size, pad_value),
+        (image_bytes, tf.cast(boxes, tf.float32)), fn_output_signature=spec)
+
+
+def center_crop(images: tf.Tensor, size: int) -> tf.Tensor:
+    """[N, S, S, C] -> [N, size, size, C], the centre (the evaluation and serving view)."""
+    images = tf.convert_to_tensor(images)
+    offset = (tf.shape(images)[1] - size) // 2
+    return images[:, offset:offset + size, offset:offset + size]
 
 
 def serialize_images(images: tf.Tensor) -> tf.Tensor:

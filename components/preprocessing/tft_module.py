@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from components.preprocessing import image_ops
-from core.names import IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from core.names import BBOX_KEY, IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 
 
 def _flat(tensor: tf.Tensor) -> tf.Tensor:
@@ -21,7 +21,11 @@ def _flat(tensor: tf.Tensor) -> tf.Tensor:
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
     size = int(custom_config["image_size"])
     pad_value = [int(v) for v in custom_config["pad_value"]]
-    images = image_ops.preprocess_bytes(_flat(inputs[IMAGE_KEY]), size, pad_value)
+    boxes = None
+    if custom_config.get("crop") == "bbox":  # the cropped protocol
+        boxes = tf.reshape(inputs[BBOX_KEY], [-1, 4])
+    images = image_ops.preprocess_bytes(_flat(inputs[IMAGE_KEY]), size, pad_value, boxes,
+                                        float(custom_config.get("crop_margin", 0.0)))
     outputs = {TRANSFORMED_IMAGE_KEY: image_ops.serialize_images(images)}
     # The serving signature feeds only images: labels and ids are optional there.
     if LABEL_KEY in inputs:

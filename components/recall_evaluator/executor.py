@@ -12,9 +12,8 @@ from tfx.components.evaluator import executor as stock_evaluator
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components.recall_evaluator import (constants, embedding, metrics, production,
-                                         ranking_picture)
-from components.recall_evaluator.verdict import bless
+from components.recall_evaluator import constants, embedding, production, ranking_picture
+from components.recall_evaluator.verdict import judge
 from core.config import EvaluatorConfig
 
 log = logging.getLogger(__name__)
@@ -51,15 +50,10 @@ class Executor(stock_evaluator.Executor):
         log.info("RecallEvaluator: %d images of %d classes in split '%s'", len(labels),
                  len(np.unique(labels)), split)
         embeddings = embedding.embed_with_signature(candidate_dir, images)
-        result = {"candidate": metrics.retrieval_metrics(
-            embeddings, labels, ks=tuple(ev.recall_ks), block_size=ev.block_size)}
-        if baseline is not None:
-            base_embeddings = embedding.embed_with_signature(baseline.path, images)
-            result["baseline"] = metrics.retrieval_metrics(
-                base_embeddings, labels, ks=tuple(ev.recall_ks), block_size=ev.block_size)
-        verdict = bless(result["candidate"]["recall@1"], ev.recall_threshold,
-                        result["baseline"]["recall@1"] if baseline is not None else None,
-                        ev.baseline_tolerance, candidate_is_baseline)
+        base_embeddings = (embedding.embed_with_signature(baseline.path, images)
+                           if baseline is not None else None)
+        result, verdict = judge(ev, labels, embeddings, base_embeddings,
+                                candidate_is_baseline=candidate_is_baseline)
         result.update(blessed=verdict.blessed, reason=verdict.reason, split=split,
                       candidate_model=model.uri,
                       baseline_model=baseline.path if baseline is not None else None,

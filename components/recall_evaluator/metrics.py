@@ -22,6 +22,12 @@ Conventions shared by every function here:
 * ``k`` larger than ``N - 1`` in Recall@K is clipped to ``N - 1`` (every
   other image is retrieved), so small evaluation sets do not fail on ``ks``.
 
+Per query: Recall@K, MAP@R and R-precision are means over the valid queries.
+:func:`per_query_metrics` returns the vectors behind those means (the 0/1
+hits, each query's AP@R and R-precision) from the same single kNN pass, so
+``significance`` can bootstrap their intervals over queries. NMI scores a
+whole clustering and has no per-query values.
+
 Memory: embeddings are processed in blocks of ``block_size`` queries. For
 each block the full distance row ``[block_size, N]`` is built once and every
 metric is derived from it, so the peak working memory is O(block_size * N),
@@ -30,8 +36,9 @@ never O(N^2); see :func:`nearest_neighbours` for the bound.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -261,36 +268,89 @@ def _ranked_matches(x: np.ndarray, codes: np.ndarray, k_min: int, with_r: bool,
         yield codes[top] == codes[start:stop, None], r
 
 
-def _retrieval_counts(x: np.ndarray, codes: np.ndarray, ks: Sequence[int],
-                      with_r: bool, block_size: int) -> Dict[str, object]:
-    """Sums of per-query hits / AP@R / R-precision over valid queries."""
+@dataclasses.dataclass(frozen=True)
+class PerQueryMetrics:
+    """Per-query retrieval values of one model, from one blocked kNN pass.
+
+    ``values[name]`` is a float64 vector over the valid queries (those with at
+    least one other image of their class), in embedding-row order:
+
+    * ``"recall@k"``: 1.0 if one of the k nearest other images shares the
+      query's class, else 0.0 (the per-query hit);
+    * ``"map@r"``: the query's AP@R; ``"r_precision"``: its R-precision.
+
+    The metric is the mean of its vector, so intervals can be bootstrapped by
+    resampling queries (``components.recall_evaluator.significance``).
+    ``query_rows[i]`` is the embedding row of the i-th valid query.
+    """
+    values: Dict[str, np.ndarray]
+    query_rows: np.ndarray
+    num_images: int
+    num_classes: int
+
+    @property
+    def num_queries(self) -> int:
+        return int(self.query_rows.size)
+
+    def summary(self, nmi_value: Optional[float] = None) -> Dict[str, object]:
+        """The flat, JSON-friendly dict of :func:`retrieval_metrics` (means of the vectors)."""
+        out: Dict[str, object] = {name: float(v.sum() / v.size) for name, v in self.values.items()}
+        if nmi_value is not None:
+            out["nmi"] = float(nmi_value)
+        out["num_queries"] = self.num_queries
+        out["num_images"] = int(self.num_images)
+        out["num_classes"] = int(self.num_classes)
+        return out
+
+
+def _per_query(x: np.ndarray, codes: np.ndarray, ks: Sequence[int], with_r: bool,
+               block_size: int) -> PerQueryMetrics:
+    """Per-query hits (and AP@R / R-precision when ``with_r``) of the valid queries."""
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"retrieval needs at least 2 embeddings, got {n}")
-    hits = {k: 0 for k in ks}
-    ap_sum = rp_sum = 0.0
-    num_valid = 0
+    hits = {k: [] for k in ks}
+    aps, rps, rows = [], [], []
     k_min = min(max(ks), n - 1)
+    start = 0
     for matches, r in _ranked_matches(x, codes, k_min, with_r, block_size):
         valid = r > 0
-        num_valid += int(valid.sum())
+        rows.append(start + np.flatnonzero(valid))
+        start += r.size
+        m = matches[valid]
         for k in ks:
-            kc = min(k, n - 1)
-            hits[k] += int(matches[valid, :kc].any(axis=1).sum())
+            hits[k].append(m[:, :min(k, n - 1)].any(axis=1))
         if with_r:
-            m = matches[valid]
             rv = r[valid]
             ranks = np.arange(1, m.shape[1] + 1)
-            within_r = ranks[None, :] <= rv[:, None]
-            rel = m & within_r
+            rel = m & (ranks[None, :] <= rv[:, None])
             precision_at_i = np.cumsum(m, axis=1) / ranks[None, :]
-            ap_sum += float((np.where(rel, precision_at_i, 0.0).sum(axis=1) / rv).sum())
-            rp_sum += float((rel.sum(axis=1) / rv).sum())
-    if num_valid == 0:
+            aps.append(np.where(rel, precision_at_i, 0.0).sum(axis=1) / rv)
+            rps.append(rel.sum(axis=1) / rv)
+    query_rows = np.concatenate(rows).astype(np.int64)
+    if query_rows.size == 0:
         raise ValueError(
             "no query has another image of its class (every class has a single "
             "image), so retrieval metrics are undefined")
-    return {"hits": hits, "ap_sum": ap_sum, "rp_sum": rp_sum, "num_valid": num_valid}
+    values = {f"recall@{k}": np.concatenate(hits[k]).astype(np.float64) for k in ks}
+    if with_r:
+        values["map@r"] = np.concatenate(aps).astype(np.float64)
+        values["r_precision"] = np.concatenate(rps).astype(np.float64)
+    return PerQueryMetrics(values=values, query_rows=query_rows, num_images=n,
+                           num_classes=int(codes.max()) + 1)
+
+
+def per_query_metrics(embeddings, labels, ks=(1, 2, 4, 8),
+                      block_size: int = 1024) -> PerQueryMetrics:
+    """Per-query Recall@K hits, AP@R and R-precision from one blocked kNN pass.
+
+    Args: as :func:`retrieval_metrics` (no NMI: it is not a per-query score).
+    Returns: a :class:`PerQueryMetrics`; ``.summary()`` gives the means, equal
+    to :func:`retrieval_metrics` without ``"nmi"``.
+    """
+    x = _as_embeddings(embeddings)
+    codes = _as_labels(labels, x.shape[0])
+    return _per_query(x, codes, _check_ks(ks), True, _check_block_size(block_size))
 
 
 def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 1024) -> Dict[int, float]:
@@ -310,8 +370,8 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 1024) -> 
     x = _as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
     ks = _check_ks(ks)
-    counts = _retrieval_counts(x, codes, ks, False, _check_block_size(block_size))
-    return {k: counts["hits"][k] / counts["num_valid"] for k in ks}
+    pq = _per_query(x, codes, ks, False, _check_block_size(block_size))
+    return {k: pq.summary()[f"recall@{k}"] for k in ks}
 
 
 def map_at_r(embeddings, labels, block_size: int = 1024) -> float:
@@ -326,8 +386,8 @@ def map_at_r(embeddings, labels, block_size: int = 1024) -> float:
     """
     x = _as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
-    counts = _retrieval_counts(x, codes, (1,), True, _check_block_size(block_size))
-    return counts["ap_sum"] / counts["num_valid"]
+    pq = _per_query(x, codes, (1,), True, _check_block_size(block_size))
+    return pq.summary()["map@r"]
 
 
 def r_precision(embeddings, labels, block_size: int = 1024) -> float:
@@ -339,8 +399,8 @@ def r_precision(embeddings, labels, block_size: int = 1024) -> float:
     """
     x = _as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
-    counts = _retrieval_counts(x, codes, (1,), True, _check_block_size(block_size))
-    return counts["rp_sum"] / counts["num_valid"]
+    pq = _per_query(x, codes, (1,), True, _check_block_size(block_size))
+    return pq.summary()["r_precision"]
 
 
 def nmi(embeddings, labels, seed: int = 0, n_init: int = NMI_N_INIT) -> float:
@@ -350,6 +410,8 @@ def nmi(embeddings, labels, seed: int = 0, n_init: int = NMI_N_INIT) -> float:
     ``n_init`` restarts, ``random_state=seed``) on the embeddings, then
     ``sklearn.metrics.normalized_mutual_info_score(labels, clusters)``
     (arithmetic normalisation). Every image counts, singletons included.
+    NMI scores the whole clustering: it has no per-query values, hence no
+    bootstrap interval (see ``significance``).
 
     Args: embeddings [N, D] float; labels [N]; seed; n_init.
     Returns: NMI in [0, 1].
@@ -381,19 +443,10 @@ def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 102
        "num_queries": ...,    # queries with at least one other same-class image
        "num_images": N, "num_classes": C}
 
-    ``num_queries`` equals N unless some class has a single image.
+    ``num_queries`` equals N unless some class has a single image. The
+    per-query vectors behind the means: :func:`per_query_metrics`.
     """
     x = _as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
-    ks = _check_ks(ks)
-    counts = _retrieval_counts(x, codes, ks, True, _check_block_size(block_size))
-    valid = counts["num_valid"]
-    out: Dict[str, object] = {f"recall@{k}": counts["hits"][k] / valid for k in ks}
-    out["map@r"] = counts["ap_sum"] / valid
-    out["r_precision"] = counts["rp_sum"] / valid
-    if compute_nmi:
-        out["nmi"] = nmi(x, codes, seed=seed)
-    out["num_queries"] = int(valid)
-    out["num_images"] = int(x.shape[0])
-    out["num_classes"] = int(codes.max()) + 1
-    return out
+    pq = _per_query(x, codes, _check_ks(ks), True, _check_block_size(block_size))
+    return pq.summary(nmi(x, codes, seed=seed) if compute_nmi else None)
