@@ -118,13 +118,20 @@ def machine() -> str:
 
 # ------------------------------------------------------------------ setup
 
-def config_for(size: int, p: int, k: int) -> Config:
-    """The demo config at the demo size, else the production defaults at ``size``, P x K."""
+def config_for(size: int, p: int, k: int, jit_compile: bool = False,
+               steps_per_execution: int = 1) -> Config:
+    """The demo config at the demo size, else the production defaults at ``size``, P x K.
+
+    The model input is ``size`` (no stored-image crop) and the weights random: the
+    speed of a step does not depend on them, and a benchmark must not download.
+    """
+    switches = {"jit_compile": jit_compile, "steps_per_execution": steps_per_execution}
     demo = load_config(DEMO_FILE)
     if size == demo.transform.image_size:
-        return demo
+        return demo.replace(trainer=switches)
     return load_config(None, {"transform": {"image_size": size},
-                              "trainer": {"classes_per_batch": p, "images_per_class": k}})
+                              "trainer": dict(switches, classes_per_batch=p, images_per_class=k,
+                                              backbone_weights="none", input_size=0)})
 
 
 def random_image_set(cfg: Config, seed: int = 0) -> sampler.ImageSet:
@@ -157,7 +164,8 @@ def compiled_model(cfg: Config) -> tf_keras.Model:
             optimizer=task.make_optimizer(t),
             loss={"embedding": losses.ranking_loss_from_config(t),
                   "logits": task.classification_loss(num_classes, t.label_smoothing)},
-            loss_weights={"embedding": 1.0, "logits": t.classification_loss_weight})
+            loss_weights={"embedding": 1.0, "logits": t.classification_loss_weight},
+            jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
     return model
 
 
@@ -209,7 +217,7 @@ def time_pipeline(cfg: Config, data: sampler.ImageSet, warmup: int, min_batches:
 
 
 def measure(size: int, args) -> Result:
-    cfg = config_for(size, *args.pk)
+    cfg = config_for(size, *args.pk, args.jit_compile, args.steps_per_execution)
     t = cfg.trainer
     steps = args.steps or (args.small_steps if t.backbone == "small" else args.resnet_steps)
     data = random_image_set(cfg)
@@ -248,6 +256,11 @@ def markdown_table(results: list[Result]) -> str:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", dest="sizes", help="one image size (same as --sizes SIZE)")
+    ap.add_argument("--jit-compile", action="store_true",
+                    help="XLA-compile the train step (trainer.jit_compile)")
+    ap.add_argument("--steps-per-execution", type=int, default=1,
+                    help="train steps per tf.function call (trainer.steps_per_execution)")
     ap.add_argument("--sizes", default="224,64",
                     help="comma-separated image sizes; the demo's size runs configs/demo.yaml "
                          "(default 224,64)")
@@ -264,7 +277,7 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 4x4, 1 ResNet-50 step, 10 demo steps, pipeline >= 1 s")
     args = ap.parse_args(argv)
-    args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     args.pk = tuple(int(v) for v in args.pk.lower().replace("×", "x").split("x"))
     args.resnet_steps, args.small_steps, args.pipeline_warmup = 3, 30, 3
     if args.quick:

@@ -37,8 +37,9 @@ def register(subparsers) -> None:
         "retrain", help="rerun the pipeline on a schedule (newest data span each time)",
         description="Rerun the whole pipeline every INTERVAL. With data.file_pattern "
                     "'span-{SPAN}/*' each run ingests the newest span; the evaluator only "
-                    "blesses (and the Pusher only pushes) a model at least as good as the "
-                    "one in production. For cron instead, see the README.")
+                    "blesses (and the Pusher only pushes) a model that is not significantly "
+                    "worse than the one in production (a paired bootstrap over the same eval "
+                    "queries). For cron instead, see the README.")
     p.add_argument("--config", help="YAML config (default: the packaged defaults)")
     p.add_argument("--every", required=True, help="interval, e.g. 24h, 30m, 7d")
     p.add_argument("--max-runs", type=int, help="stop after N runs (default: forever)")

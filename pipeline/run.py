@@ -37,8 +37,8 @@ def retrain_every(cfg: Config, every_s: float, max_runs: int | None = None,
                   run=run_local, sleep=time.sleep, clock=time.monotonic) -> int:
     """Rerun the pipeline every ``every_s`` seconds (the newest span each time).
 
-    The evaluator compares each new model with the latest blessed one, so only a
-    model at least as good is pushed. A failed run is logged and retried at the
+    The evaluator compares each new model with the one in production, so only a
+    model that is not significantly worse is pushed. A failed run is logged and retried at the
     next slot. Returns the number of runs that succeeded.
     """
     done = ok = 0

@@ -763,6 +763,15 @@ def test_dockerfile_base_env_and_pinned_install():
     assert "COPY constraints.txt" in text
 
 
+def test_dockerfile_fetches_the_imagenet_weights_into_the_keras_cache_at_build_time():
+    from trainer.model import IMAGENET_NOTOP_FILE
+
+    text = DOCKERFILE.read_text()
+    assert "ENV KERAS_HOME=/opt/keras" in text
+    assert "ResNet50(weights='imagenet', include_top=False)" in text
+    assert f"/opt/keras/models/{IMAGENET_NOTOP_FILE}" in text
+
+
 def test_dockerfile_copies_every_package_setup_py_installs():
     from setuptools import find_packages
 
