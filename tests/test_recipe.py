@@ -118,3 +118,47 @@ def test_recipe_configs_load_and_are_leftthomas_recipe(name):
     assert t.lr_schedule == "step" and t.freeze_batchnorm and not t.freeze_batchnorm_affine
     assert (cfg.transform.image_size, t.input_size) == (252, 224)
     assert cfg.transform.crop == ("bbox" if "cropped" in name and "un" not in name else "none")
+
+
+@pytest.mark.parametrize("name", ["cars196_uncropped.yaml", "cars196_cropped.yaml"])
+def test_recipe_configs_compile_for_kubeflow(name, tmp_path):
+    from core.config import load_config
+    from pipeline.kubeflow_runner import compile_for_kubeflow
+
+    cfg = load_config(CONFIGS / name).replace(
+        data={"source_dir": "gs://cgd-test/cars196"},
+        pipeline={"serving_dir": "gs://cgd-test/serving"},
+        kubeflow={"image": "registry.example/cgd:1", "pipeline_root": "gs://cgd-test/root"})
+    job = compile_for_kubeflow(cfg, None, str(tmp_path / "pipeline.json"))
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    transform = tasks["Transform"]["inputs"]["parameters"]["custom_config"]
+    assert f'"crop": "{cfg.transform.crop}"' in transform["runtimeValue"]["constant"]
+    assert job["pipelineSpec"]["schemaVersion"] == "2.1.0"
+
+
+@pytest.mark.parametrize("name", ["cars196_uncropped.yaml", "cars196_cropped.yaml"])
+def test_recipe_configs_train_a_few_steps_with_a_small_backbone(name, data_pipeline, tmp_path):
+    """The recipe's training path (native crops of the stored image, frozen BN statistics,
+    step schedule) on the session's transformed sample data, with a small backbone."""
+    import glob
+    import os
+
+    from core.config import TrainerJob, load_config
+    from tests.conftest import latest_output
+
+    stored = data_pipeline.transform.image_size
+    cfg = load_config(CONFIGS / name).replace(
+        data=dict(train_classes=data_pipeline.data.train_classes,
+                  eval_classes=data_pipeline.data.eval_classes,
+                  validation_classes=data_pipeline.data.validation_classes),
+        transform={"image_size": stored},
+        trainer={"backbone": "small", "backbone_weights": "none", "input_size": stored - 8,
+                 "embedding_dim": 32, "classes_per_batch": 4, "images_per_class": 4,
+                 "epochs": 2, "steps_per_epoch": 2})
+    transformed = latest_output(data_pipeline, "Transform", "transformed_examples")
+    files = {split: glob.glob(os.path.join(transformed, f"Split-{split}", "*.gz"))
+             for split in ("train", "valid")}
+    model, validation = task.train(TrainerJob.of(cfg), files["train"], files["valid"],
+                                   str(tmp_path / "run"))
+    assert model.input_shape == (None, stored - 8, stored - 8, 3)
+    assert len(validation.history) == 2 and 0 <= validation.best <= 1
