@@ -110,8 +110,9 @@ ROOT_SCHEMES = {"kfp": ("gs://", "s3://", "minio://"), "vertex": ("gs://",)}
 def check_pipeline_root(cfg: Config) -> str:
     root = cfg.kubeflow.pipeline_root
     if not root:
-        raise KubeflowError("'kubeflow.pipeline_root' must be set (shared storage, e.g. "
-                            "gs://BUCKET/cgd): every step reads and writes artifacts there")
+        raise KubeflowError("'kubeflow.pipeline_root' must be set to storage the cluster reads "
+                            "and writes (gs://YOUR-BUCKET/cgd, or minio://mlpipeline/v2/artifacts "
+                            "on a default KFP install): every step's artifacts go there")
     schemes = ROOT_SCHEMES[cfg.kubeflow.target]
     if not root.startswith(schemes):
         raise KubeflowError(

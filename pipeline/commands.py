@@ -14,9 +14,13 @@ def register(subparsers) -> None:
         description="Write cars_train.tgz, cars_test.tgz, car_devkit.tgz and "
                     "cars_test_annos_withlabels.mat with generated, class-structured JPEGs.")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--classes", type=int, default=18, help="number of classes (1..196)")
-    p.add_argument("--images-per-class", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=int, default=18,
+                   help="number of classes, the first N Cars196 ids (1..196; default 18)")
+    p.add_argument("--images-per-class", type=int, default=10,
+                   help="images per class, split half/half between cars_train and cars_test "
+                        "(>= 2; default 10)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed writes byte-identical files (default 0)")
     p.add_argument("--corrupt", type=int, default=0,
                    help="add K truncated or non-image files (annotated like the others)")
     p.set_defaults(func=sample_data)

@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     c.add_argument("--config", help="YAML config (default: the packaged defaults)")
     c.add_argument("--image", help="container image for every step (default: kubeflow.image)")
     c.add_argument("--output", default="pipeline.json",
-                   help="output file, .json (PipelineJob) or .yaml (PipelineSpec)")
+                   help="output file, .json (PipelineJob) or .yaml (PipelineSpec + platform "
+                        "spec) (default pipeline.json)")
     c.set_defaults(func=compile_command)
 
     def client_args(q):

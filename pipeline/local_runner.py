@@ -22,8 +22,16 @@ from pipeline.definition import create_pipeline  # noqa: E402
 
 
 def run() -> None:
+    from pipeline.summary import RunState, run_summary
+
     cfg = config_lib.load_config(os.environ.get("CGD_CONFIG"))
+    # `tfx pipeline create` runs this file with LocalDagRunner.run wrapped (functools.wraps)
+    # to record the pipeline without running it: only a real run gets a summary.
+    recording_only = hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__")
+    before = RunState.now(cfg)
     tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+    if not recording_only:
+        print(run_summary(cfg, before), flush=True)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (default: the packaged defaults)")
     p.add_argument("--server", help="gRPC HOST:PORT (default: serving.host:serving.grpc_port)")
     p.add_argument("--model-name", help="default: serving.model_name")
-    p.add_argument("--signature-name", default=SERVING_SIGNATURE)
+    p.add_argument("--signature-name", default=SERVING_SIGNATURE,
+                   help=f"signature to call (default {SERVING_SIGNATURE}: encoded image bytes)")
     p.add_argument("--model-version", type=int, help="pin a version (default: newest served)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE")

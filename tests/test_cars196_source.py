@@ -117,3 +117,47 @@ def test_not_a_mat_file(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(tfds_source.Cars196SourceError, match="x.mat: not a readable"):
         tfds_source.check_annotations(str(path))
+
+
+def _replace_in_devkit(source, tmp_path, member, data: bytes):
+    """A copy of the sample data whose car_devkit.tgz has ``member`` replaced by ``data``."""
+    import io
+    out = tmp_path / "source"
+    shutil.copytree(source, out)
+    with tarfile.open(source / "car_devkit.tgz") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    with tarfile.open(out / "car_devkit.tgz", "w:gz") as tar:
+        for info, payload in members:
+            payload = data if info.name == member else payload
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return out
+
+
+@pytest.mark.parametrize("replacement, message", [
+    (b"class_names: a text file, not MATLAB", "devkit/cars_meta.mat: not a readable"),
+    ("wrong_names", "first difference at class 1"),
+])
+def test_a_bad_cars_meta_mat_is_refused_naming_the_file(sample_data, tmp_path, replacement,
+                                                        message):
+    import io
+    from pathlib import Path
+    if replacement == "wrong_names":
+        buffer = io.BytesIO()
+        names = np.array([[np.array([f"car {i}"]) for i in range(196)]], dtype=object)
+        scipy.io.savemat(buffer, {"class_names": names})
+        replacement = buffer.getvalue()
+    source = _replace_in_devkit(Path(sample_data.out_dir), tmp_path, "devkit/cars_meta.mat",
+                                replacement)
+    with pytest.raises(tfds_source.Cars196SourceError, match=message):
+        list(tfds_source.iter_records(str(source), str(tmp_path / "work")))
+
+
+def test_the_sample_cars_meta_mat_passes(sample_data, tmp_path):
+    import glob
+    from pathlib import Path
+    with tarfile.open(Path(sample_data.out_dir) / "car_devkit.tgz") as tar:
+        tar.extract("devkit/cars_meta.mat", tmp_path)
+    names = tfds_source.check_class_names(str(tmp_path / "devkit" / "cars_meta.mat"))
+    assert names == list(tfds_source.CLASS_NAMES) and len(names) == 196
+    assert glob.glob(str(tmp_path / "devkit" / "*.mat"))

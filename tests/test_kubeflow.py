@@ -422,6 +422,17 @@ def test_config_validation_names_the_bad_kubeflow_key(tmp_path, capsys, kubeflow
     assert expected in capsys.readouterr().err
 
 
+def test_compile_with_the_packaged_defaults_refuses_to_guess_the_pipeline_root(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["kubeflow", "compile", "--image", IMAGE,
+                 "--output", str(tmp_path / "p.json")]) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.startswith("cgd kubeflow compile: error:")
+    assert "'kubeflow.pipeline_root' must be set" in line and "minio://" in line
+    assert not (tmp_path / "p.json").exists()
+
+
 def test_compile_rejects_a_pipeline_name_kubeflow_refuses(tmp_path):
     from kubeflow.errors import KubeflowError
     from pipeline.kubeflow_runner import compile_for_kubeflow

@@ -88,6 +88,36 @@ def check_annotations(mat_path: str, display_name: str | None = None) -> int:
     return annotations.shape[1]
 
 
+def check_class_names(mat_path: str, display_name: str | None = None) -> list[str]:
+    """Validate the devkit's ``cars_meta.mat``: 'class_names', the 196 Cars196 names in order.
+
+    TFDS takes the names from its own list, so a damaged meta file would otherwise
+    pass unnoticed; it is checked against that list.
+    """
+    name = display_name or mat_path
+    try:
+        with tf.io.gfile.GFile(mat_path, "rb") as f:
+            mat = scipy.io.loadmat(f)
+    except Exception as e:  # scipy raises several types for non-.mat input
+        raise Cars196SourceError(f"{name}: not a readable MATLAB .mat file ({e})") from None
+    if "class_names" not in mat:
+        keys = [k for k in mat if not k.startswith("__")]
+        raise Cars196SourceError(
+            f"{name}: missing variable 'class_names' (found: {', '.join(keys) or 'none'})")
+    try:
+        names = [str(np.asarray(n).item()) for n in np.asarray(mat["class_names"]).ravel()]
+    except ValueError:
+        raise Cars196SourceError(f"{name}: 'class_names' must hold one string per class") \
+            from None
+    if names != list(CLASS_NAMES):
+        first = next((i for i, (a, b) in enumerate(zip(names, CLASS_NAMES)) if a != b),
+                     min(len(names), len(CLASS_NAMES)))
+        raise Cars196SourceError(
+            f"{name}: 'class_names' must be the {len(CLASS_NAMES)} Cars196 class names in "
+            f"order; got {len(names)} names, the first difference at class {first + 1}")
+    return names
+
+
 class _LocalFiles:
     """Stands in for TFDS's DownloadManager: 'downloads' are the local files."""
 
@@ -181,6 +211,8 @@ def iter_records(source_dir: str, work_dir: str) -> Iterator[dict]:
     gen_kwargs = builder.split_gen_kwargs()
     check_annotations(gen_kwargs["train"]["data_annotations_path"],
                       "car_devkit.tgz:devkit/cars_train_annos.mat")
+    check_class_names(os.path.join(os.path.dirname(gen_kwargs["train"]["data_annotations_path"]),
+                                   "cars_meta.mat"), "car_devkit.tgz:devkit/cars_meta.mat")
     label_feature = builder.info.features["label"]
     for split, kwargs in gen_kwargs.items():
         image_dir = kwargs["data_dir_path"]
