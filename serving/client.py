@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from typing import Iterable, Sequence
 
@@ -71,6 +72,7 @@ class EmbeddingClient:
             raise ValueError("retries must be >= 0, timeout_s and batch_size > 0")
         self.target = target
         self.model_name = model_name
+        self.last_batch_start = 0  # first image of the last request (embed_bytes)
         self.signature_name = signature_name
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
@@ -134,6 +136,7 @@ class EmbeddingClient:
             return np.zeros((0, 0), np.float32)
         chunks = []
         for start in range(0, len(images), self.batch_size):
+            self.last_batch_start = start  # where a failing request's rows begin
             batch = images[start:start + self.batch_size]
             outputs = self.predict({self.input_key: np.asarray(batch, dtype=object)})
             if self.output_key not in outputs:
@@ -151,12 +154,25 @@ class EmbeddingClient:
         return np.concatenate(chunks)
 
     def embed_files(self, paths: Iterable[str]) -> np.ndarray:
-        """Read and embed image files; float32 [N, D] in the order given."""
+        """Read and embed image files; float32 [N, D] in the order given.
+
+        A file the server cannot decode is named in the error (the server names the row).
+        """
+        paths = list(paths)
         images = []
         for path in paths:
             with open(path, "rb") as f:
                 images.append(f.read())
-        return self.embed_bytes(images)
+        try:
+            return self.embed_bytes(images)
+        except ServingError as e:
+            rows = [int(r) for r in re.findall(r"row (\d+) \(", e.details)]
+            if e.code != grpc.StatusCode.INVALID_ARGUMENT or not rows:
+                raise
+            offset = self.last_batch_start
+            files = ", ".join(paths[offset + r] for r in rows)
+            raise ServingError(e.target, e.model_name, e.method, e.code,
+                               f"not a decodable JPEG/PNG image: {files}") from None
 
     # -- model information
 

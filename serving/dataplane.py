@@ -12,6 +12,7 @@ imported by the two adapters, ``serving.rest_codec`` and ``serving.model_server`
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2
 
@@ -135,10 +136,31 @@ def _call_signature(fn, specs: dict, inputs: dict) -> dict:
         tensors = {k: tf.convert_to_tensor(v, dtype=specs[k].dtype) for k, v in inputs.items()}
         outputs = fn(**tensors)
     except tf.errors.OpError as e:  # e.g. a corrupt image: the op's own code (INVALID_ARGUMENT)
-        raise from_tf_error_code(e.error_code, _clean_tf_message(e.message)) from None
+        bad = _undecodable_rows(specs, inputs) if isinstance(e, tf.errors.InvalidArgumentError) \
+            else ""
+        raise from_tf_error_code(e.error_code, bad or _clean_tf_message(e.message)) from None
     except (TypeError, ValueError) as e:
         raise InvalidArgument(str(e)) from None
     return {k: v.numpy() for k, v in outputs.items()}
+
+
+def _undecodable_rows(specs: dict, inputs: dict) -> str:
+    """Which rows of the string inputs are no JPEG/PNG image, in words; "" if none.
+
+    An image op's own error names graph nodes and functions, not the request: when a
+    signature fails, the encoded-image inputs are checked row by row to say which.
+    """
+    problems = []
+    for name, array in inputs.items():
+        if specs[name].dtype != tf.string:
+            continue
+        for row, data in enumerate(np.asarray(array, dtype=object).reshape(-1)):
+            try:
+                tf.io.decode_image(data, channels=3, expand_animations=False)
+            except (tf.errors.OpError, ValueError):
+                problems.append(f"input '{name}' row {row} ({len(data)} bytes) is not a "
+                                f"decodable JPEG/PNG image")
+    return "; ".join(problems)
 
 
 def _clean_tf_message(message: str) -> str:

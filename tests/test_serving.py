@@ -897,3 +897,34 @@ def test_shared_names_are_not_spelled_out_in_serving():
              for node in ast.walk(tree)
              if isinstance(node, ast.Constant) and node.value in spelled]
     assert found == []
+
+
+def test_an_undecodable_image_is_named_by_row_without_graph_internals(server, images):
+    import grpc
+    batch = np.asarray([images[0], b"not an image", images[1]], dtype=object)
+    channel, predict, _ = stubs(server.grpc_target)
+    with channel:
+        with pytest.raises(grpc.RpcError) as err:
+            predict.Predict(predict_request({"images": batch}), timeout=30)
+    details = err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'images' row 1 (12 bytes) is not a decodable JPEG/PNG image" == details
+    status, body = rest(server, "POST", f"/v1/models/{MODEL}:predict",
+                        {"instances": [{"b64": base64.b64encode(images[0]).decode()},
+                                       {"b64": base64.b64encode(b"junk").decode()}]})
+    assert status == 400 and "row 1" in body["error"]
+    for internal in ("{{node", "Op:__inference", "DecodeImage"):
+        assert internal not in details and internal not in body["error"]
+
+
+def test_cgd_embed_names_the_file_the_server_cannot_decode(server, images, tmp_path, capsys):
+    from pipeline.cli import main
+    paths = []
+    for name, data in (("good.jpg", images[0]), ("notimage.jpg", b"text"),
+                       ("good2.jpg", images[1])):
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    assert main(["embed", "--server", server.grpc_target, "--model-name", MODEL, *paths]) == 1
+    [line] = [l for l in capsys.readouterr().err.splitlines() if "error" in l]
+    assert line.startswith("cgd embed: error:") and line.endswith(str(tmp_path / "notimage.jpg"))
+    assert "good.jpg" not in line and "{{node" not in line
