@@ -34,6 +34,7 @@ setup(
         "scikit-learn",
         "pyyaml",
         "croniter",  # validates the Kubeflow recurring-run schedule
+        "psutil",  # local_runner.py reads `tfx run create`'s pipeline name
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["cgd=pipeline.cli:main"]},

@@ -5,14 +5,21 @@
     tfx run create --engine local --pipeline_name <pipeline.name>
 
 `tfx pipeline create` runs this file as __main__ with LocalDagRunner.run
-patched to record the pipeline; `tfx run create` runs it again for real.
-Without CGD_CONFIG the packaged defaults (core/config.yaml) are used.
+patched to record the pipeline; `tfx run create` runs it again for real, and
+then refuses (one line, nothing written) to run a pipeline other than the one
+created under that name, e.g. the packaged defaults in a shell without CGD_CONFIG.
+Every real run ends with one summary line (pipeline/summary.py).
 """
 
 import logging
 import os
+import sys
+import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported
+# Google's client libraries warn at import about this Python version and their own pins
+# (FutureWarnings, dozens per `tfx pipeline create`): nothing a user of this pipeline can act on.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
 
 from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
@@ -22,12 +29,27 @@ from pipeline.definition import create_pipeline  # noqa: E402
 
 
 def run() -> None:
+    from core.errors import CliError
+    from pipeline import tfx_cli
+    from pipeline.definition import pipeline_root
     from pipeline.summary import RunState, run_summary
 
-    cfg = config_lib.load_config(os.environ.get("CGD_CONFIG"))
+    config_path = os.environ.get("CGD_CONFIG")
+    cfg = config_lib.load_config(config_path)
     # `tfx pipeline create` runs this file with LocalDagRunner.run wrapped (functools.wraps)
     # to record the pipeline without running it: only a real run gets a summary.
     recording_only = hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__")
+    if not recording_only:
+        name = tfx_cli.pipeline_name_from_cli()
+        if name:
+            try:
+                tfx_cli.check_registered_pipeline(
+                    cfg.pipeline.name, pipeline_root(cfg), tfx_cli.registered_pipeline_args(name),
+                    f"CGD_CONFIG={config_path}" if config_path else
+                    "the packaged defaults (CGD_CONFIG is not set)")
+            except CliError as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(1)
     before = RunState.now(cfg)
     tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
     if not recording_only:

@@ -54,6 +54,15 @@ def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path)
     assert created.returncode == 0, created.stderr[-3000:]
     assert (tmp_path / "tfx_home" / "cgd-cli" / "pipeline_args.json").exists()
 
+    # 0. A new shell without CGD_CONFIG would run the packaged defaults: refused, nothing written.
+    bare = {k: v for k, v in env.items() if k != "CGD_CONFIG"}
+    bare["HOME"] = str(tmp_path / "home")
+    refused = tfx_cli(["run", "create", "--engine", "local", "--pipeline_name", "cgd-cli"], bare)
+    assert refused.returncode != 0
+    [line] = [l for l in refused.stderr.splitlines() if l.startswith("error:")]
+    assert "CGD_CONFIG is not set" in line and "was created with root" in line
+    assert not (tmp_path / "home" / "cgd").exists()
+
     # 1. A run killed in the middle of training.
     proc = subprocess.Popen([TFX, "run", "create", "--engine", "local", "--pipeline_name",
                              "cgd-cli"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
