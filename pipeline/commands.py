@@ -70,21 +70,22 @@ def sample_data(args: argparse.Namespace) -> int:
 
 def pipeline_run(args: argparse.Namespace) -> int:
     from core.config import load_config
-    from pipeline.run import run_local
-    run_local(load_config(args.config))
+    from pipeline.run import run_shown
+    print(run_shown(load_config(args.config), args.config))
     return 0
 
 
 def retrain(args: argparse.Namespace) -> int:
     from core.errors import CliError
     from core.config import load_config
-    from pipeline.run import parse_interval, retrain_every
+    from pipeline.run import parse_interval, retrain_every, run_shown
     try:
         every = parse_interval(args.every)
     except ValueError as e:
         raise CliError(f"--every: {e}") from None
     cfg = load_config(args.config)
-    ok = retrain_every(cfg, every, args.max_runs)
+    ok = retrain_every(cfg, every, args.max_runs,
+                       run=lambda run_cfg: run_shown(run_cfg, args.config))
     return 0 if args.max_runs is None or ok == args.max_runs else 1
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import time
+from pathlib import Path
 
 from core.config import Config
 
 log = logging.getLogger("cgd")
+LOCAL_RUNNER = Path(__file__).with_name("local_runner.py")
 
 
 def run_local(cfg: Config) -> str:
@@ -26,6 +30,29 @@ def run_local(cfg: Config) -> str:
     summary = run_summary(cfg, before)
     log.info("%s", summary)
     return summary
+
+
+def pipeline_log_path(cfg: Config) -> str:
+    """Where `cgd pipeline run` and `cgd retrain` append the orchestrator's full output."""
+    return os.path.join(os.path.dirname(cfg.pipeline.root), "logs", f"{cfg.pipeline.name}.log")
+
+
+def run_shown(cfg: Config, config_path: str | None) -> str:
+    """One run in a subprocess (pipeline/local_runner.py): progress on the console, the
+    full log in ``pipeline_log_path``, a failure as one CliError line; the summary line."""
+    from pipeline import console
+
+    log_path = pipeline_log_path(cfg)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    env.pop("CGD_CONFIG", None)
+    if config_path:
+        env["CGD_CONFIG"] = os.path.abspath(config_path)
+    print(f"==> pipeline {cfg.pipeline.name} (local orchestrator); full log: {log_path}",
+          flush=True)
+    output = console.run_shown([sys.executable, str(LOCAL_RUNNER)], env, log_path,
+                               f"pipeline {cfg.pipeline.name}")
+    prefix = f"pipeline {cfg.pipeline.name}: "
+    return next((line.strip() for line in reversed(output) if line.startswith(prefix)), "")
 
 
 def parse_interval(text: str) -> float:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.errors import CliError
-from pipeline import demo
+from pipeline import console, demo
 
 
 def log_lines(text: str) -> list[str]:
@@ -389,7 +389,7 @@ def components(*names: str) -> list[str]:
 
 
 def test_successful_run_shows_components_training_and_our_messages_whole():
-    shown = list(demo.progress_lines(CREATE_LOG + SUCCESS_LOG))
+    shown = list(console.progress_lines(CREATE_LOG + SUCCESS_LOG))
     assert shown == [
         'Pipeline "cgd-demo" created successfully.',
         "Component Cars196ExampleGen: running",
@@ -424,8 +424,8 @@ def test_successful_run_shows_components_training_and_our_messages_whole():
 
 def test_shown_lines_are_whole_messages_of_the_output():
     """Each shown line is a complete message of one output line, its log prefix removed."""
-    messages = {demo.parse_line(line).message for line in SUCCESS_LOG}
-    for shown in demo.progress_lines(SUCCESS_LOG):
+    messages = {console.parse_line(line).message for line in SUCCESS_LOG}
+    for shown in console.progress_lines(SUCCESS_LOG):
         if shown.startswith(("Component ", "warning: skipping")):
             continue  # rewritten on purpose; checked above
         assert shown in messages
@@ -462,20 +462,20 @@ def test_shown_lines_are_whole_messages_of_the_output():
     "TypeError: 'NoneType' object is not subscriptable",
 ])
 def test_noise_is_not_shown(line):
-    assert demo.progress_line(line + "\n") is None
-    assert list(demo.progress_lines([line + "\n"])) == []
+    assert console.progress_line(line + "\n") is None
+    assert list(console.progress_lines([line + "\n"])) == []
 
 
 def test_no_traceback_and_no_noise_in_a_successful_run():
-    shown = "\n".join(demo.progress_lines(CREATE_LOG + SUCCESS_LOG))
+    shown = "\n".join(console.progress_lines(CREATE_LOG + SUCCESS_LOG))
     for noise in ("Traceback", "TypeError", "Exception ignored", "cuFFT", "FutureWarning",
                   "apache_beam", "log_location", "absl", "PredictCost", "Epoch 1/12", "30/30"):
         assert noise not in shown
-    assert demo.find_failure(SUCCESS_LOG).error == []  # the shutdown traceback is no error
+    assert console.find_failure(SUCCESS_LOG).error == []  # the shutdown traceback is no error
 
 
 def test_absl_and_cgd_prefixes_are_stripped():
-    assert list(demo.progress_lines(ABSL_FORMAT_LOG)) == [
+    assert list(console.progress_lines(ABSL_FORMAT_LOG)) == [
         "Component Trainer: running",
         "training on 90 images of 9 classes, validating on 30 images of 3 classes",
         "epoch 1/12: loss 1.9781, validation Recall@1 0.5000 (best)",
@@ -486,7 +486,7 @@ def test_absl_and_cgd_prefixes_are_stripped():
 
 
 def test_a_cached_component_is_one_line():
-    assert list(demo.progress_lines(CACHED_LOG)) == [
+    assert list(console.progress_lines(CACHED_LOG)) == [
         "Component ImportSchemaGen: cached",
         "Component Trainer: running",
         EPOCHS[0],
@@ -496,7 +496,7 @@ def test_a_cached_component_is_one_line():
 
 def test_failure_summary_names_the_component_error_and_the_log():
     log_path = "/work/main/out/demo/logs/tfx.log"
-    assert demo.failure_summary(SOURCE_FAILURE_LOG, log_path) == textwrap.dedent("""\
+    assert console.failure_summary(SOURCE_FAILURE_LOG, log_path) == textwrap.dedent("""\
         error in component Cars196ExampleGen:
           components.cars196.tfds_source.Cars196SourceError: Cars196 source directory \
 /tmp/demo_fail/src is missing cars_test_annos_withlabels.mat. Expected the four files \
@@ -504,19 +504,19 @@ cars_train.tgz, cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; f
 car_devkit.tgz, cars_test.tgz, cars_train.tgz
         full log: /work/main/out/demo/logs/tfx.log""").replace("\n", "\n    ").join(["    ", ""])
     # Live, the failing component shows as failed, and nothing of its traceback.
-    assert list(demo.progress_lines(SOURCE_FAILURE_LOG)) == [
+    assert list(console.progress_lines(SOURCE_FAILURE_LOG)) == [
         "Component Cars196ExampleGen: running", "Component Cars196ExampleGen: failed"]
 
 
 def test_failure_summary_of_a_beam_worker_error_is_the_workers_exception():
-    failure = demo.find_failure(BEAM_FAILURE_LOG)
+    failure = console.find_failure(BEAM_FAILURE_LOG)
     assert failure.component == "Cars196ExampleGen"
     assert failure.error == [
         "components.cars196.examples.CorruptImageError: corrupt image cars_train/00091.jpg: "
         "OSError: image file is truncated (2 bytes not processed) (set data.on_corrupt_image: "
         "skip to skip it) [while running 'ReadAndEncode/ParDo(ReadAndEncode)']"]
-    assert demo.exception_name(failure.error) == "CorruptImageError"
-    summary = demo.failure_summary(BEAM_FAILURE_LOG, "out/demo/logs/tfx.log")
+    assert console.exception_name(failure.error) == "CorruptImageError"
+    summary = console.failure_summary(BEAM_FAILURE_LOG, "out/demo/logs/tfx.log")
     assert "RuntimeError" not in summary and "Traceback" not in summary
     assert summary.splitlines()[-1] == "    full log: out/demo/logs/tfx.log"
 
@@ -524,7 +524,7 @@ def test_failure_summary_of_a_beam_worker_error_is_the_workers_exception():
 def test_failure_summary_without_a_python_exception_shows_the_last_line():
     killed = [line for line in SUCCESS_LOG if "epoch 2/12" in line][0]  # in the middle of training
     lines = SUCCESS_LOG[:SUCCESS_LOG.index(killed)] + ["Killed\n"]
-    assert demo.failure_summary(lines, "tfx.log").splitlines() == [
+    assert console.failure_summary(lines, "tfx.log").splitlines() == [
         "    error in component Trainer:",
         "      (no Python exception in the output; its last line: Killed)",
         "    full log: tfx.log"]

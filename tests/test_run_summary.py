@@ -75,3 +75,26 @@ def test_retrain_ends_each_run_with_one_line_and_a_failure_is_not_finished(caplo
         "retrain: run 1 FAILED: RuntimeError: Cars196 source directory /x does not exist; "
         "next run in 1 s",
         "retrain: run 2 finished: pipeline cgd-test: trained; ...; serving version 1"]
+
+
+def test_a_failing_pipeline_run_ends_in_one_line_naming_the_fix_and_the_log(tmp_path, capsys):
+    import yaml
+
+    from pipeline.cli import main
+
+    source = tmp_path / "cars196"
+    source.mkdir()
+    (source / "cars_train.tgz").write_bytes(b"")
+    cfg = small_config(tmp_path, source)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["pipeline", "run", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    [error] = err.strip().splitlines()
+    log_path = os.path.join(os.path.dirname(cfg.pipeline.root), "logs", "cgd-test.log")
+    assert error.startswith("cgd pipeline run: error: pipeline cgd-test failed")
+    assert "in component Cars196ExampleGen: Cars196SourceError" in error
+    assert error.endswith(f"full log: {log_path}")
+    assert "is missing cars_test.tgz" in out  # the component's own message, on the console
+    assert "Traceback" not in out + err
+    assert "Traceback" in open(log_path).read()  # the details are in the log

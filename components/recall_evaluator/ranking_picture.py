@@ -1,28 +1,39 @@
 """Retrieval picture: each row a query image, then its nearest neighbours.
 
-Neighbours of the query's class are framed green, the others red (the query
-itself is framed blue). PIL only, no matplotlib. Optionally an HTML page
-shows the picture plus a table of ids, distances and match flags.
+A legend on top says what the frames mean: the query is framed blue,
+neighbours of the query's class green, the others red. Under each image its
+class id and, for a neighbour, its distance to the query. PIL only, no
+matplotlib. Optionally an HTML page shows the picture plus a table of image
+ids, class ids, distances and match flags.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import os
 import urllib.parse
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 MAX_NEIGHBOURS = 8
 
-# Layout, in pixels (see picture_size).
+# Layout, in pixels (see layout / picture_size).
 FRAME = 4          # coloured border around each thumbnail
 GAP = 6            # between cells, and the outer margin
 SEPARATOR = 18     # extra space between the query column and the neighbours
-HEADER = 16        # row of column labels ("query", "1", "2", ...)
+LEGEND_LINE = 18   # one line of the legend
+LEGEND = 2 * LEGEND_LINE + 2  # the legend: frame colours, then what the captions say
+COLUMN_LABELS = 16  # row of column labels ("query", "1", "2", ...)
+HEADER = LEGEND + COLUMN_LABELS  # everything above the first row of images
+CAPTION_LINE = 13  # one line of caption text
+CAPTION = 2 * CAPTION_LINE + 2  # under each cell: class id, then distance
+SWATCH = 14        # side of a legend swatch (a small frame in the legend colour)
+FONT_SIZE = 11
+LEGEND_FONT_SIZE = 12
 
 BACKGROUND = (255, 255, 255)
 PAD_COLOUR = (230, 230, 230)
@@ -31,14 +42,91 @@ MATCH_COLOUR = (0, 170, 0)
 MISS_COLOUR = (220, 0, 0)
 TEXT_COLOUR = (40, 40, 40)
 
+LEGEND_ITEMS = ((QUERY_COLOUR, "query"), (MATCH_COLOUR, "same class as the query"),
+                (MISS_COLOUR, "other class"))
+
+Box = Tuple[int, int, int, int]  # (left, top, right, bottom), right/bottom exclusive
+
+
+def font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
+    """PIL's built-in font at ``size`` px (its bitmap font when FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # old Pillow or no FreeType
+        return ImageFont.load_default()
+
+
+def text_width(text: str, font_: ImageFont.ImageFont) -> int:
+    return int(np.ceil(font_.getlength(text)))
+
+
+def fit_text(candidates: Sequence[str], width: int, font_: ImageFont.ImageFont) -> str:
+    """The first candidate that fits in ``width`` px, else the last (shortest) one."""
+    for text in candidates:
+        if text_width(text, font_) <= width:
+            return text
+    return candidates[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where everything of the ranking picture goes (see ``layout``)."""
+    size: Tuple[int, int]                      # (width, height) of the PNG
+    cell: int                                  # side of a framed cell
+    cells: List[List[Tuple[int, int]]]         # [Q][1 + K] top-left of each framed cell
+    captions: List[List[Box]]                  # [Q][1 + K] text box under each cell
+    swatches: List[Tuple[Tuple[int, int, int], Box]]  # legend line 1: (colour, box)
+    swatch_texts: List[Tuple[str, Tuple[int, int]]]   # legend line 1: (text, top-left)
+    note: Box                                  # legend line 2: what the captions say
+    column_labels: List[Tuple[str, Tuple[int, int]]]  # ("query" | "1".., top-left)
+
+
+def layout(num_queries: int, num_neighbours: int, thumb_size: int = 128) -> Layout:
+    """The ranking picture's layout for Q rows of 1 + K cells.
+
+    From the top: the legend (line 1: a swatch per frame colour and its
+    meaning; line 2: what the captions say), the column labels, then one row
+    per query: the query's cell, a separator, its K neighbours' cells, each
+    with a caption box of two text lines under it. The canvas is widened when
+    the legend's first line is wider than the rows.
+    """
+    cell = thumb_size + 2 * FRAME
+    legend_font = font(LEGEND_FONT_SIZE)
+    swatches, swatch_texts = [], []
+    x = GAP
+    swatch_top = GAP + (LEGEND_LINE - SWATCH) // 2
+    for colour, text in LEGEND_ITEMS:
+        swatches.append((colour, (x, swatch_top, x + SWATCH, swatch_top + SWATCH)))
+        x += SWATCH + 5
+        swatch_texts.append((text, (x, swatch_top)))
+        x += text_width(text, legend_font) + 16
+    legend_width = x - 16 + GAP
+
+    def column_x(col: int) -> int:  # col 0 is the query
+        x = GAP + col * (cell + GAP)
+        return x + SEPARATOR if col > 0 else x
+
+    grid_width = 2 * GAP + SEPARATOR + (num_neighbours + 1) * cell + num_neighbours * GAP
+    width = max(grid_width, legend_width)
+    pitch = cell + CAPTION + GAP
+    height = 2 * GAP + HEADER + num_queries * pitch - GAP
+    cells = [[(column_x(col), GAP + HEADER + i * pitch) for col in range(num_neighbours + 1)]
+             for i in range(num_queries)]
+    captions = [[(x, y + cell + 1, x + cell, y + cell + CAPTION) for x, y in row]
+                for row in cells]
+    column_labels = [("query" if col == 0 else str(col), (column_x(col) + 2, GAP + LEGEND))
+                     for col in range(num_neighbours + 1)]
+    note_top = GAP + LEGEND_LINE + 2
+    return Layout(size=(width, height), cell=cell, cells=cells, captions=captions,
+                  swatches=swatches, swatch_texts=swatch_texts,
+                  note=(GAP, note_top, width - GAP, note_top + LEGEND_LINE),
+                  column_labels=column_labels)
+
 
 def picture_size(num_queries: int, num_neighbours: int,
                  thumb_size: int = 128) -> Tuple[int, int]:
     """(width, height) in pixels of the PNG for Q rows of 1 + K cells."""
-    cell = thumb_size + 2 * FRAME
-    width = 2 * GAP + SEPARATOR + (num_neighbours + 1) * cell + num_neighbours * GAP
-    height = 2 * GAP + HEADER + num_queries * cell + (num_queries - 1) * GAP
-    return width, height
+    return layout(num_queries, num_neighbours, thumb_size).size
 
 
 def _to_pil(image, what: str) -> Image.Image:
@@ -80,33 +168,71 @@ def _table_value(values, i: int, j: Optional[int] = None):
     return row if j is None else row[j]
 
 
+def _legend_note(has_classes: bool, has_distances: bool, has_ids: bool,
+                 distance_name: str) -> List[str]:
+    """What the captions under the images say: the legend's second line, longest first."""
+    if has_classes and has_distances:
+        return [f"Under each image: its class id; under a neighbour also d, its "
+                f"{distance_name} to the query.",
+                f"Under each image: class id; d = {distance_name} to the query.",
+                "class id; d = distance to the query"]
+    if has_distances:
+        return [f"Under each neighbour: d, its {distance_name} to the query.",
+                "d = distance to the query"]
+    if has_classes:
+        return ["Under each image: its class id.", "class id"]
+    if has_ids:
+        return ["Under each image: its id.", "id"]
+    return [""]
+
+
 def _write_html(out_html: str, out_png: str, matches: np.ndarray, titles: Mapping) -> None:
     query_ids = titles.get("query_ids")
     neighbour_ids = titles.get("neighbour_ids")
+    query_classes = titles.get("query_classes")
+    neighbour_classes = titles.get("neighbour_classes")
     distances = titles.get("distances")
+    id_heading = str(titles.get("id_heading", "id"))
+    distance_name = str(titles.get("distance_name", "distance"))
     caption = str(titles.get("caption", "Retrieval results"))
+    note = titles.get("note")
     src = os.path.relpath(os.path.abspath(out_png),
                           os.path.dirname(os.path.abspath(out_html)))
     src = urllib.parse.quote(src.replace(os.sep, "/"))
     esc = html.escape
     num_q, num_k = matches.shape
 
+    def lines(image_id, class_id, dist=None, flag=None) -> str:
+        parts = [esc(str(image_id))] if image_id is not None else []
+        if class_id is not None:
+            parts.append(f"<b>class {esc(str(class_id))}</b>")
+        if dist is not None:
+            parts.append(f"<small>d {float(dist):.4f}</small>")
+        if flag is not None:
+            parts.append(f"<small>{flag}</small>")
+        return "<br>".join(parts)
+
     head = "".join(f"<th>{j + 1}</th>" for j in range(num_k))
     rows = []
     for i in range(num_q):
         qid = _table_value(query_ids, i)
-        cells = [f"<td>{esc(str(i if qid is None else qid))}</td>"]
+        qclass = _table_value(query_classes, i)
+        query = lines(i + 1 if qid is None and qclass is None else qid, qclass)
+        cells = [f'<td class="query">{query}</td>']
         for j in range(num_k):
-            nid = _table_value(neighbour_ids, i, j)
-            dist = _table_value(distances, i, j)
-            match = bool(matches[i, j])
-            text = esc(str("" if nid is None else nid))
-            if dist is not None:
-                text += f"<br><small>{float(dist):.4f}</small>"
-            flag = "match" if match else "miss"
-            text += f"<br><small>{flag}</small>"
+            flag = "match" if bool(matches[i, j]) else "miss"
+            text = lines(_table_value(neighbour_ids, i, j), _table_value(neighbour_classes, i, j),
+                         _table_value(distances, i, j), flag)
             cells.append(f'<td class="{flag}">{text}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
+
+    cell_parts = ([id_heading] if query_ids is not None or neighbour_ids is not None else []) \
+        + (["class id"] if query_classes is not None or neighbour_classes is not None else []) \
+        + ([f"d = {distance_name} to the query"] if distances is not None else []) \
+        + ["match (same class as the query) or miss"]
+    explain = ("Each row: a query, then its nearest neighbours, nearest first. "
+               f"Each cell: {esc('; '.join(cell_parts))}.")
+    note_html = f"<p>{esc(str(note))}</p>\n" if note else ""
 
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -117,13 +243,20 @@ def _write_html(out_html: str, out_png: str, matches: np.ndarray, titles: Mappin
 body {{ font-family: sans-serif; margin: 1em; }}
 table {{ border-collapse: collapse; margin-top: 1em; }}
 td, th {{ border: 1px solid #999; padding: 2px 6px; text-align: center; }}
+td.query {{ background: #dde6f7; }}
 td.match {{ background: #d8f5d8; }}
 td.miss {{ background: #f8d8d8; }}
+.swatch {{ display: inline-block; width: 0.9em; height: 0.9em; border: 3px solid;
+          vertical-align: middle; margin: 0 0.3em 0 1em; }}
 </style>
 </head>
 <body>
 <h1>{esc(caption)}</h1>
-<p><img src="{esc(src)}" alt="{esc(caption)}"></p>
+<p>Frames:<span class="swatch" style="border-color: rgb{QUERY_COLOUR}"></span>query
+<span class="swatch" style="border-color: rgb{MATCH_COLOUR}"></span>same class as the query
+<span class="swatch" style="border-color: rgb{MISS_COLOUR}"></span>other class</p>
+<p>{explain}</p>
+{note_html}<p><img src="{esc(src)}" alt="{esc(caption)}"></p>
 <table>
 <thead><tr><th>query</th>{head}</tr></thead>
 <tbody>
@@ -135,6 +268,26 @@ td.miss {{ background: #f8d8d8; }}
 """
     with open(out_html, "w", encoding="utf-8") as f:
         f.write(page)
+
+
+def _draw_caption(draw: ImageDraw.ImageDraw, box: Box, texts: Sequence[Sequence[str]],
+                  font_: ImageFont.ImageFont) -> None:
+    """Up to two lines, each the first of its candidates that fits, centred in ``box``."""
+    left, top, right, _ = box
+    for n, candidates in enumerate(texts):
+        if not candidates:
+            continue
+        text = fit_text(candidates, right - left, font_)
+        x = left + (right - left - text_width(text, font_)) // 2
+        draw.text((x, top + n * CAPTION_LINE), text, fill=TEXT_COLOUR, font=font_)
+
+
+def _class_text(class_id) -> List[str]:
+    return [f"class {class_id}", f"c{class_id}", str(class_id)]
+
+
+def _distance_text(dist) -> List[str]:
+    return [f"d {float(dist):.3f}", f"{float(dist):.3f}", f"{float(dist):.2f}"]
 
 
 def render_rankings(query_images: Sequence, neighbour_images: Sequence, matches,
@@ -150,18 +303,23 @@ def render_rankings(query_images: Sequence, neighbour_images: Sequence, matches,
       matches: [Q, K] bools, True where the neighbour shares the query's class.
       out_png: path of the PNG (parent directories are created).
       out_html: optional path of an HTML page showing the PNG (by relative
-        link) and a table with one row per query: query id, then per
-        neighbour its id, distance and match flag.
-      titles: optional metadata for the HTML table, a mapping with any of
-        "query_ids" [Q], "neighbour_ids" [Q][K], "distances" [Q][K] and
-        "caption" (page title). Without ids, row / rank positions are shown.
-        All text is HTML-escaped.
+        link) and a table with one row per query: the query's id and class,
+        then per neighbour its id, class, distance and match flag.
+      titles: optional metadata, a mapping with any of "query_ids" [Q],
+        "neighbour_ids" [Q][K], "query_classes" [Q], "neighbour_classes"
+        [Q][K], "distances" [Q][K], "caption" (page title), "id_heading" (what
+        the ids are, e.g. "image id (Cars196 archive file)"), "distance_name"
+        (e.g. "Euclidean distance") and "note" (a paragraph of the page).
+        Classes (else ids) and distances are also written under the images
+        of the PNG. Without ids, row positions are shown. All text is
+        HTML-escaped.
       thumb_size: thumbnail side in pixels.
       max_neighbours: only the first max_neighbours columns are drawn (8).
 
     Returns:
       (out_png, out_html or None). The PNG has size
-      picture_size(Q, min(K, max_neighbours), thumb_size).
+      picture_size(Q, min(K, max_neighbours), thumb_size), its parts are where
+      layout(...) says.
     """
     num_q = len(query_images)
     if num_q == 0:
@@ -182,40 +340,65 @@ def render_rankings(query_images: Sequence, neighbour_images: Sequence, matches,
                 f"{matches.shape[1]} columns")
     matches = matches[:, :num_k]
     if titles is not None and not isinstance(titles, Mapping):
-        raise ValueError("titles must be a mapping (query_ids, neighbour_ids, distances, caption)")
+        raise ValueError("titles must be a mapping (query_ids, neighbour_ids, query_classes, "
+                         "neighbour_classes, distances, caption, ...)")
+    titles = dict(titles or {})
+    query_ids, neighbour_ids = titles.get("query_ids"), titles.get("neighbour_ids")
+    query_classes = titles.get("query_classes")
+    neighbour_classes = titles.get("neighbour_classes")
+    distances = titles.get("distances")
 
-    width, height = picture_size(num_q, num_k, thumb_size)
-    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    plan = layout(num_q, num_k, thumb_size)
+    canvas = Image.new("RGB", plan.size, BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    cell = thumb_size + 2 * FRAME
+    small, legend_font = font(FONT_SIZE), font(LEGEND_FONT_SIZE)
 
-    def column_x(col: int) -> int:  # col 0 is the query
-        x = GAP + col * (cell + GAP)
-        return x + SEPARATOR if col > 0 else x
+    # Legend: what the frame colours mean, then what the captions say.
+    for (colour, (left, top, right, bottom)), (text, origin) in zip(plan.swatches,
+                                                                     plan.swatch_texts):
+        draw.rectangle((left, top, right - 1, bottom - 1), outline=colour, width=3)
+        draw.text(origin, text, fill=TEXT_COLOUR, font=legend_font)
+    note = fit_text(_legend_note(query_classes is not None or neighbour_classes is not None,
+                                 distances is not None,
+                                 query_ids is not None or neighbour_ids is not None,
+                                 str(titles.get("distance_name", "distance"))),
+                    plan.note[2] - plan.note[0], legend_font)
+    draw.text(plan.note[:2], note, fill=TEXT_COLOUR, font=legend_font)
+    for text, origin in plan.column_labels:
+        draw.text(origin, text, fill=TEXT_COLOUR, font=small)
 
-    for col in range(num_k + 1):
-        draw.text((column_x(col) + 2, GAP), "query" if col == 0 else str(col),
-                  fill=TEXT_COLOUR, font=font)
+    def first_line(classes, ids, *index) -> List[str]:
+        class_id = _table_value(classes, *index)
+        if class_id is not None:
+            return _class_text(class_id)
+        image_id = _table_value(ids, *index)
+        return [] if image_id is None else [str(image_id), str(image_id).rsplit("/", 1)[-1]]
+
     for i in range(num_q):
-        y = GAP + HEADER + i * (cell + GAP)
         query = _thumbnail(_to_pil(query_images[i], f"query image {i}"), thumb_size)
-        canvas.paste(_framed(query, QUERY_COLOUR), (column_x(0), y))
+        canvas.paste(_framed(query, QUERY_COLOUR), plan.cells[i][0])
+        _draw_caption(draw, plan.captions[i][0], [first_line(query_classes, query_ids, i)],
+                      small)
         for j in range(num_k):
             image = _to_pil(neighbour_images[i][j], f"neighbour image [{i}][{j}]")
             colour = MATCH_COLOUR if matches[i, j] else MISS_COLOUR
-            canvas.paste(_framed(_thumbnail(image, thumb_size), colour), (column_x(j + 1), y))
+            canvas.paste(_framed(_thumbnail(image, thumb_size), colour), plan.cells[i][j + 1])
+            dist = _table_value(distances, i, j)
+            _draw_caption(draw, plan.captions[i][j + 1],
+                          [first_line(neighbour_classes, neighbour_ids, i, j),
+                           [] if dist is None else _distance_text(dist)], small)
 
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     canvas.save(out_png, format="PNG")
     if out_html is None:
         return str(out_png), None
     os.makedirs(os.path.dirname(os.path.abspath(out_html)), exist_ok=True)
-    _write_html(out_html, out_png, matches, dict(titles or {}))
+    _write_html(out_html, out_png, matches, titles)
     return str(out_png), str(out_html)
 
 
 THUMB = 96
+IMAGE_ID_HEADING = "image id (Cars196 archive file)"
 
 
 def square_thumbnail(image_bytes: bytes, size: int = THUMB) -> np.ndarray:
@@ -227,14 +410,34 @@ def square_thumbnail(image_bytes: bytes, size: int = THUMB) -> np.ndarray:
     return np.asarray(canvas.resize((size, size), Image.BILINEAR))
 
 
-def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, k: int = 8):
-    """The seed's ranking picture: a row per query, its top-k, matches marked."""
+def archive_id_note(split: Optional[str] = None) -> str:
+    """What the image ids of the HTML page are (they read like split names, but are not)."""
+    queries = f"these queries of the {split} split" if split else "the queries"
+    return ("Image ids are the Cars196 archive file names: train/00063 is "
+            "cars_train/00063.jpg in cars_train.tgz, test/00063 is cars_test/00063.jpg in "
+            "cars_test.tgz. The retrieval split "
+            f"is by class, not by archive, so {queries} and their neighbours come from both "
+            "archives: a train/ id does not mean training data. Class ids are the 1-based "
+            "Cars196 class ids (1-196).")
+
+
+def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, k: int = 8,
+                   split: Optional[str] = None):
+    """The ranking picture: a row per query, its top-k, matches marked, classes shown.
+
+    ``labels`` are the examples' 0-based labels; the PNG and HTML show the
+    1-based Cars196 class id (label + 1). ``split`` only names the queries'
+    split in the page. Writes rankings.png and rankings.html into ``out_dir``
+    and returns their paths.
+    """
     from components.recall_evaluator import metrics
     rng = np.random.default_rng(0)
     chosen = np.sort(rng.choice(len(labels), size=min(queries, len(labels)), replace=False))
     index, distance = metrics.nearest_neighbours(
         embeddings, embeddings, k=min(k, len(labels) - 1), exclude_self=True)
     index, distance = index[chosen], distance[chosen]
+    class_id = [int(label) + 1 for label in labels]
+    what = f"{len(chosen)} queries of the {split} split" if split else f"{len(chosen)} queries"
     return render_rankings(
         query_images=[square_thumbnail(images[q]) for q in chosen],
         neighbour_images=[[square_thumbnail(images[j]) for j in row] for row in index],
@@ -243,4 +446,10 @@ def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, 
         out_html=os.path.join(out_dir, "rankings.html"),
         titles={"query_ids": [ids[q] for q in chosen],
                 "neighbour_ids": [[ids[j] for j in row] for row in index],
-                "distances": distance.tolist()})
+                "query_classes": [class_id[q] for q in chosen],
+                "neighbour_classes": [[class_id[j] for j in row] for row in index],
+                "distances": distance.tolist(),
+                "caption": f"Nearest neighbours of {what}",
+                "id_heading": IMAGE_ID_HEADING,
+                "distance_name": "Euclidean distance",
+                "note": archive_id_note(split)})
