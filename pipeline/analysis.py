@@ -19,7 +19,11 @@ import os
 import numpy as np
 
 GRID_COLUMNS = 8      # tiles per row of `cgd visualize data`
-CAPTION_HEIGHT = 14   # pixels under each tile for its class id
+GRID_GAP = 8          # pixels between tiles of `cgd visualize data`, and the outer margin
+GRID_TITLE = 20       # the title line above the tiles
+CAPTION_HEIGHT = 15   # pixels under each tile for its class id
+GRID_BACKGROUND = (255, 255, 255)
+DEMO_CONFIG = "configs/demo.yaml"  # what `make demo` runs with
 
 
 def register(subparsers) -> None:
@@ -39,8 +43,9 @@ def register(subparsers) -> None:
         "data", help="grid of training images, padded and resized as Transform does",
         description="A PNG grid of images of a split, padded to square with "
                     "transform.pad_value and resized to transform.image_size exactly as the "
-                    "Transform component does; each tile is captioned with its 1-based "
-                    "Cars196 class id (the examples' 0-based label + 1).")
+                    "Transform component does, with a gap between tiles; each tile is "
+                    "captioned with its 1-based Cars196 class id (the examples' 0-based "
+                    "label + 1).")
     _common(data, split="train")
     data.add_argument("--out", default="data_grid.png", help="output PNG (default: %(default)s)")
     data.add_argument("--count", type=int, default=32,
@@ -50,8 +55,10 @@ def register(subparsers) -> None:
     rankings = sub.add_parser(
         "rankings", help="each row a query and its top 8, matches marked (PNG + HTML)",
         description="The RecallEvaluator's ranking picture for any model: each row a query "
-                    "image of the split and its nearest neighbours among the others, "
-                    "same-class neighbours framed green, others red.")
+                    "image of the split and its nearest neighbours among the others "
+                    "(legend on top: query framed blue, same-class neighbours green, others "
+                    "red; under each image its class id and, for a neighbour, its distance), "
+                    "plus an HTML page with image ids and classes.")
     _common(rankings, split="eval")
     _model_arg(rankings)
     rankings.add_argument("--out-dir", default="rankings",
@@ -63,7 +70,10 @@ def register(subparsers) -> None:
 
 
 def _common(p: argparse.ArgumentParser, split: str) -> None:
-    p.add_argument("--config", help="YAML config (default: the packaged defaults)")
+    p.add_argument("--config",
+                   help=f"YAML config the pipeline ran with, e.g. {DEMO_CONFIG} after "
+                        f"`make demo` (default: the packaged defaults, pipeline root "
+                        f"~/cgd/pipelines)")
     p.add_argument("--examples", metavar="DIR",
                    help="raw Examples artifact dir holding Split-<split>/ (default: the newest "
                         "Cars196ExampleGen output under the config's pipeline root)")
@@ -72,8 +82,10 @@ def _common(p: argparse.ArgumentParser, split: str) -> None:
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR",
-                   help="SavedModel dir (with serving_default), Pusher version dir, or TFX "
-                        "Model artifact dir (holding Format-Serving/)")
+                   help="a SavedModel version dir (<serving_dir>/cgd/<version>, or a Pusher "
+                        "pushed_model/<id>), a model base dir (<serving_dir>/cgd: its newest "
+                        "version, as `cgd serve` picks it), or a Trainer Model artifact dir "
+                        "(Trainer/model/<id>, holding Format-Serving/)")
 
 
 def _error(message: str):
@@ -81,27 +93,83 @@ def _error(message: str):
     return CliError(message)
 
 
-def resolve_model_dir(path: str) -> str:
-    """The SavedModel directory behind a SavedModel, Pusher version or Model artifact dir.
+def _has_saved_model(path: str) -> bool:
+    return any(os.path.isfile(os.path.join(path, name))
+               for name in ("saved_model.pb", "saved_model.pbtxt"))
 
-    Like ``tfx.utils.path_utils.serving_model_path``: ``path`` itself when it holds
-    ``saved_model.pb``, else its ``Format-Serving/`` (the Trainer's Model artifact layout).
+
+def _numbered(path: str) -> list[str]:
+    """Subdirectories of ``path`` named by an integer (versions, artifact ids), highest first."""
+    names = [d for d in os.listdir(path) if d.isdigit() and os.path.isdir(os.path.join(path, d))]
+    return [os.path.join(path, d) for d in sorted(names, key=int, reverse=True)]
+
+
+MODEL_LAYOUTS = ("a SavedModel version dir (<serving_dir>/cgd/<version>, holding "
+                 "saved_model.pb), a model base dir (<serving_dir>/cgd: its newest version) "
+                 "or a Trainer Model artifact dir (Trainer/model/<id>, holding Format-Serving/)")
+
+
+def model_layout(path: str) -> tuple[str, str]:
+    """(SavedModel directory, which layout ``path`` is) for ``--model``.
+
+    Accepted layouts:
+
+    * a SavedModel version directory, ``path/saved_model.pb``: what the Pusher writes
+      (``<serving_dir>/cgd/<version>``, ``Pusher/pushed_model/<id>``);
+    * a model base directory, ``path/<version>/saved_model.pb``: its highest version, as
+      TF Serving and ``cgd serve --model-base-path <serving_dir> --model-name cgd`` pick
+      it (``<serving_dir>/cgd``);
+    * a Trainer Model artifact directory, ``path/Format-Serving/saved_model.pb``
+      (``Trainer/model/<id>``; as ``tfx.utils.path_utils.serving_model_path``).
+
+    Anything else raises a CliError naming ``path`` and, where one is recognisable, the
+    directory to pass instead.
     """
     if not os.path.isdir(path):
-        raise _error(f"model directory {path} does not exist")
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
+        raise _error(f"model directory {path} does not exist; --model takes {MODEL_LAYOUTS}")
+    if _has_saved_model(path):
+        return path, "SavedModel version directory"
     serving = os.path.join(path, "Format-Serving")
-    if os.path.isfile(os.path.join(serving, "saved_model.pb")):
-        return serving
+    if _has_saved_model(serving):
+        return serving, f"Trainer Model artifact {path}"
     if os.path.isdir(serving):
         raise _error(f"{serving} holds no saved_model.pb (an incomplete Model artifact?)")
-    raise _error(f"{path} holds no SavedModel: expected saved_model.pb in it (a SavedModel "
-                 f"or Pusher version directory) or a Format-Serving/ subdirectory (a TFX "
-                 f"Model artifact)")
+    numbered = _numbered(path)
+    versions = [d for d in numbered if _has_saved_model(d)]
+    if versions:
+        return versions[0], (f"the newest of {len(versions)} version(s) in model base "
+                             f"directory {path}")
+    artifacts = [d for d in numbered if _has_saved_model(os.path.join(d, "Format-Serving"))]
+    if artifacts:
+        raise _error(f"{path} holds Trainer Model artifacts, not a model: pass one of them, "
+                     f"e.g. --model {artifacts[0]} (the newest)")
+    if numbered:
+        raise _error(f"{path} looks like a model base directory but none of its versions "
+                     f"holds saved_model.pb (newest: {numbered[0]})")
+    bases = sorted(os.path.join(path, d) for d in os.listdir(path)
+                   if os.path.isdir(os.path.join(path, d))
+                   and any(_has_saved_model(v) for v in _numbered(os.path.join(path, d))))
+    if bases:
+        raise _error(f"{path} holds model base directories, not a model: pass "
+                     f"--model {bases[0]} (its newest version) or a version in it")
+    raise _error(f"{path} holds no SavedModel; --model takes {MODEL_LAYOUTS}")
 
 
-def resolve_examples_dir(cfg, examples: str | None) -> str:
+def resolve_model_dir(path: str) -> str:
+    """The SavedModel directory behind ``path`` (see ``model_layout``)."""
+    return model_layout(path)[0]
+
+
+def _config_hint(config_path: str | None) -> str:
+    if config_path:
+        return (f"run the pipeline with {config_path} first (cgd pipeline run --config "
+                f"{config_path}), or pass the config it ran with, e.g. --config {DEMO_CONFIG} "
+                f"after `make demo`")
+    return (f"no --config given, so the packaged defaults' paths were used: pass "
+            f"--config {DEMO_CONFIG} after `make demo` (or the config the pipeline ran with)")
+
+
+def resolve_examples_dir(cfg, examples: str | None, config_path: str | None = None) -> str:
     """``examples`` if given, else the newest Cars196ExampleGen examples artifact."""
     if examples:
         if not os.path.isdir(examples):
@@ -111,8 +179,8 @@ def resolve_examples_dir(cfg, examples: str | None) -> str:
     newest = newest_output(cfg, "Cars196ExampleGen", "examples")
     if newest is None:
         raise _error(f"no ingested examples under "
-                     f"{output_parent(cfg, 'Cars196ExampleGen', 'examples')}: run the pipeline "
-                     f"first (cgd pipeline run) or pass --examples")
+                     f"{output_parent(cfg, 'Cars196ExampleGen', 'examples')}: "
+                     f"{_config_hint(config_path)}; or pass --examples DIR")
     return newest
 
 
@@ -120,12 +188,17 @@ def _load(args):
     """(config, examples dir, images, 0-based labels, ids) of the requested split."""
     from core.config import load_config
     cfg = load_config(args.config)
-    examples = resolve_examples_dir(cfg, args.examples)
+    examples = resolve_examples_dir(cfg, args.examples, args.config)
     from components.recall_evaluator.embedding import read_eval_images
     try:
         images, labels, ids = read_eval_images(examples, args.split)
     except FileNotFoundError as e:
-        raise _error(str(e)) from None
+        splits = sorted(d[len("Split-"):] for d in os.listdir(examples)
+                        if d.startswith("Split-"))
+        there = (f"its splits: {', '.join(splits)}" if splits else
+                 "it holds no Split-*/ directory (an Examples artifact dir is "
+                 "<pipeline root>/<name>/Cars196ExampleGen/examples/<id>)")
+        raise _error(f"{e}; {there}") from None
     return cfg, examples, images, labels, ids
 
 
@@ -161,7 +234,7 @@ def format_table(result: dict) -> str:
 
 def analyze(args: argparse.Namespace) -> int:
     from components.recall_evaluator.metrics import retrieval_metrics
-    model_dir = resolve_model_dir(args.model)
+    model_dir, layout = model_layout(args.model)
     cfg, examples, images, labels, _ = _load(args)
     embeddings = _embed(model_dir, images)
     try:
@@ -169,7 +242,7 @@ def analyze(args: argparse.Namespace) -> int:
                                    block_size=cfg.evaluator.block_size)
     except ValueError as e:  # e.g. no class with two images in the split
         raise _error(f"split '{args.split}' of {examples}: {e}") from None
-    print(f"model:    {model_dir}")
+    print(f"model:    {model_dir} ({layout})")
     print(f"examples: {examples} (split '{args.split}')")
     print(format_table(result))
     if args.json:
@@ -181,14 +254,55 @@ def analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _caption(draw, class_id: int, width: int) -> str:
-    text = f"class {class_id}"
-    return text if draw.textlength(text) <= width - 2 else str(class_id)
+def grid_layout(count: int, size: int, columns: int = GRID_COLUMNS,
+                title_width: int = 0) -> dict:
+    """Where `cgd visualize data` puts things: a title line, then ``count`` tiles of
+    ``size`` px, ``columns`` per row, ``GRID_GAP`` px of background between tiles and
+    around them, each tile with a ``CAPTION_HEIGHT`` px label box under it.
+
+    Returns {"size": (width, height), "title": (x, y), "tiles": [(x, y)] top-left of each
+    tile, "labels": [(left, top, right, bottom)] one label box per tile}. The canvas is
+    widened to ``title_width`` (+ margins) when the title is wider than the tiles.
+    """
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    pitch_x, pitch_y = size + GRID_GAP, size + CAPTION_HEIGHT + GRID_GAP
+    top = GRID_GAP + GRID_TITLE
+    tiles = [(GRID_GAP + (n % columns) * pitch_x, top + (n // columns) * pitch_y)
+             for n in range(count)]
+    labels = [(x, y + size + 1, x + size, y + size + CAPTION_HEIGHT) for x, y in tiles]
+    width = max(GRID_GAP + columns * pitch_x, title_width + 2 * GRID_GAP)
+    return {"size": (width, top + rows * pitch_y), "title": (GRID_GAP, GRID_GAP - 2),
+            "tiles": tiles, "labels": labels}
+
+
+def draw_grid(squares, class_ids, title: str, columns: int = GRID_COLUMNS):
+    """A PIL image of the ``squares`` (uint8 [N, S, S, 3]) laid out by ``grid_layout``,
+    each labelled ``class <id>`` (shortened when the tile is narrow) under it."""
+    from PIL import Image, ImageDraw
+
+    from components.recall_evaluator.ranking_picture import (FONT_SIZE, LEGEND_FONT_SIZE,
+                                                             TEXT_COLOUR, fit_text, font,
+                                                             text_width)
+    size = squares.shape[1]
+    title_font, label_font = font(LEGEND_FONT_SIZE), font(FONT_SIZE)
+    plan = grid_layout(len(squares), size, columns, text_width(title, title_font))
+    grid = Image.new("RGB", plan["size"], GRID_BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    draw.text(plan["title"], title, fill=TEXT_COLOUR, font=title_font)
+    for square, class_id, (x, y), (left, top, right, _) in zip(
+            squares, class_ids, plan["tiles"], plan["labels"]):
+        grid.paste(Image.fromarray(square), (x, y))
+        # A label may use half the gap on each side of its tile.
+        room = right - left + GRID_GAP - 2
+        text = fit_text([f"class {class_id}", f"c{class_id}", str(class_id)], room, label_font)
+        draw.text((left + (right - left - text_width(text, label_font)) // 2, top), text,
+                  fill=TEXT_COLOUR, font=label_font)
+    return grid
 
 
 def visualize_data(args: argparse.Namespace) -> int:
     import tensorflow as tf
-    from PIL import Image, ImageDraw
 
     from components.preprocessing import image_ops
     _positive(args.count, "--count")
@@ -199,16 +313,9 @@ def visualize_data(args: argparse.Namespace) -> int:
     # Exactly the Transform's preprocessing_fn on the raw bytes.
     squares = image_ops.preprocess_bytes(tf.constant([images[i] for i in chosen]), size,
                                          cfg.transform.pad_value).numpy()
-    columns = min(GRID_COLUMNS, count)
-    rows = -(-count // columns)
-    cell_h = size + CAPTION_HEIGHT
-    grid = Image.new("RGB", (columns * size, rows * cell_h), "white")
-    draw = ImageDraw.Draw(grid)
-    for n, (square, index) in enumerate(zip(squares, chosen)):
-        x, y = (n % columns) * size, (n // columns) * cell_h
-        grid.paste(Image.fromarray(square), (x, y))
-        draw.text((x + 1, y + size + 1), _caption(draw, int(labels[index]) + 1, size),
-                  fill="black")
+    title = (f"{count} images of the {args.split} split as the Transform outputs them "
+             f"({size}x{size} px); under each: its Cars196 class id")
+    grid = draw_grid(squares, [int(labels[i]) + 1 for i in chosen], title)
     _parent_dir(args.out)
     grid.save(args.out, format="PNG")
     print(f"wrote {args.out}: {count} '{args.split}' images of {examples}, padded to square "
@@ -220,14 +327,15 @@ def visualize_data(args: argparse.Namespace) -> int:
 def visualize_rankings(args: argparse.Namespace) -> int:
     from components.recall_evaluator.ranking_picture import write_rankings
     _positive(args.queries, "--queries")
-    model_dir = resolve_model_dir(args.model)
+    model_dir, layout = model_layout(args.model)
     _, examples, images, labels, ids = _load(args)
     if len(images) < 2:
         raise _error(f"split '{args.split}' of {examples} has {len(images)} image(s); "
                      f"rankings need at least 2")
     embeddings = _embed(model_dir, images)
     os.makedirs(args.out_dir, exist_ok=True)
-    png, html = write_rankings(args.out_dir, embeddings, labels, images, ids, args.queries)
+    png, html = write_rankings(args.out_dir, embeddings, labels, images, ids, args.queries,
+                               split=args.split)
     print(f"wrote {png} and {html} ({min(args.queries, len(images))} queries of split "
-          f"'{args.split}', model {model_dir})")
+          f"'{args.split}', model {model_dir}: {layout})")
     return 0

@@ -3,7 +3,7 @@
 Not named pipeline.py: the tfx CLI runs local_runner.py with this directory on
 sys.path, where a pipeline.py would shadow the `pipeline` package.
 
-Runners (pipeline/local_runner.py, kubeflow/runner.py) are thin files that
+Runners (pipeline/local_runner.py, pipeline/kubeflow_runner.py) are thin files that
 load a config and call ``create_pipeline``.
 """
 

@@ -1,5 +1,4 @@
 """Bootstrap intervals over queries and the paired difference, where the answer is known."""
-import time
 
 import numpy as np
 import pytest
@@ -149,18 +148,6 @@ def test_deterministic_given_the_seed():
     c1 = S.compare({"recall@1": a}, {"recall@1": b}, seed=8)
     c2 = S.compare({"recall@1": a}, {"recall@1": b}, seed=8)
     assert c1 == c2
-
-
-def test_one_thousand_replicates_over_8000_queries_well_under_a_second():
-    rng = np.random.default_rng(0)
-    names = ["recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision"]
-    cand = {m: rng.random(8000) for m in names}
-    base = {m: rng.random(8000) for m in names}
-    S.compare(cand, base, samples=100)  # warm-up
-    start = time.perf_counter()
-    S.compare(cand, base, confidence=0.95, samples=1000)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, elapsed  # about 0.15 s on one CPU core
 
 
 @pytest.mark.parametrize("call, message", [
