@@ -12,7 +12,7 @@ from pipeline.analysis import GRID_BACKGROUND, GRID_GAP, draw_grid, grid_layout
 INK = 128  # a pixel darker than this (all channels) is text
 
 
-def _jpeg(colour, size=(40, 30)) -> bytes:
+def _encoded(colour, size=(40, 30)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, colour).save(out, format="PNG")
     return out.getvalue()
@@ -46,7 +46,7 @@ def rankings(tmp_path_factory):
     rng = np.random.default_rng(3)
     labels = np.repeat(np.arange(10, 14), 3)  # 0-based labels: Cars196 classes 11-14
     colours = [(200, 60, 60), (60, 200, 60), (60, 60, 200), (200, 200, 60)]
-    images = [_jpeg(colours[label - 10], (40 + 5 * (i % 3), 30)) for i, label in enumerate(labels)]
+    images = [_encoded(colours[label - 10], (40 + 5 * (i % 3), 30)) for i, label in enumerate(labels)]
     ids = [f"{'train' if i % 2 else 'test'}/{i + 1:05d}" for i in range(len(labels))]
     embeddings = (np.eye(4)[labels - 10] * 2 + rng.normal(0, 0.4, (12, 4))).astype(np.float32)
     png, html = RP.write_rankings(str(out), embeddings, labels, images, ids, queries=3, k=5,

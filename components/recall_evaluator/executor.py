@@ -65,7 +65,7 @@ class Executor(stock_evaluator.Executor):
         io_utils.write_string_file(os.path.join(evaluation.uri, "verdict.txt"),
                                    verdict.reason + "\n")
         ranking_picture.write_rankings(evaluation.uri, embeddings, labels, images, ids,
-                                       ev.ranking_queries)
+                                       ev.ranking_queries, split=split)
 
         # What the stock Pusher (and LatestBlessedModelStrategy) read.
         blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
