@@ -50,13 +50,29 @@ def register(subparsers) -> None:
     p.set_defaults(func=retrain)
 
 
+def progress_logger(label: str, unit: str, first_after_s: float = 2.0, every_s: float = 5.0,
+                    clock=None):
+    """A ``progress(done, total)`` callback that logs "LABEL: done/total UNIT" only for a
+    job long enough to wonder about: the first line after ``first_after_s`` seconds, then
+    one every ``every_s``; never the last step (the caller's summary line ends the job)."""
+    import time
+    clock = clock or time.monotonic
+    next_line = [clock() + first_after_s]
+
+    def progress(done: int, total: int) -> None:
+        now = clock()
+        if done < total and now >= next_line[0]:
+            next_line[0] = now + every_s
+            log.info("%s: %d/%d %s", label, done, total, unit)
+
+    return progress
+
+
 def sample_data(args: argparse.Namespace) -> int:
     from components.cars196.sample_data import make_sample_data
 
-    def progress(done, total):
-        if done == total or done % max(1, total // 10) == 0:
-            log.info("sample-data: %d/%d classes drawn", done, total)
-
+    # The default 18 classes take about a second: no progress lines, only the summary.
+    progress = progress_logger("sample-data", "classes drawn")
     try:
         summary = make_sample_data(args.out, args.classes, args.images_per_class,
                                    args.seed, args.corrupt, progress=progress)

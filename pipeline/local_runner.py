@@ -17,9 +17,11 @@ import sys
 import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported
-# Google's client libraries warn at import about this Python version and their own pins
-# (FutureWarnings, dozens per `tfx pipeline create`): nothing a user of this pipeline can act on.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+from pipeline.noise import GOOGLE_VERSION_WARNINGS  # noqa: E402 (light: no TensorFlow)
+
+# Google's client libraries warn at import about this Python version and their own pins.
+for category, module, message in GOOGLE_VERSION_WARNINGS:
+    warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402

@@ -229,11 +229,11 @@ def index_build(args: argparse.Namespace) -> int:
         except (ServingError, FileNotFoundError, ValueError, RuntimeError) as e:
             raise CliError(str(e)) from None
     report.index.save(args.out)
-    log.info("index build: %d images (%d skipped) -> %s (model %s version %d, dim %d)",
-             len(report.index), len(report.skipped), args.out, report.index.model_name,
+    # One line; build_index has already warned once per skipped file, naming it.
+    log.info("index build: indexed %d of %d images (%d skipped) -> %s (model %s version %d, "
+             "dim %d)", len(report.index), len(report.index) + len(report.skipped),
+             len(report.skipped), args.out, report.index.model_name,
              report.index.model_version, report.index.dim)
-    for path, reason in report.skipped:
-        log.warning("index build: skipped %s: %s", path, reason.splitlines()[0][:200])
     return 0
 
 

@@ -179,7 +179,9 @@ def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = Fal
                         raise
                     if strict:
                         raise ValueError(f"{p}: the server rejected the image: {e1.details}") from None
-                    log.warning("skipping %s: %s", p, e1.details.splitlines()[0][:200])
+                    # The one report of this file while building (the caller gets the
+                    # full reason in BuildReport.skipped and should not log it again).
+                    log.warning("skipped %s: %s", p, e1.details.splitlines()[0][:200])
                     skipped.append((p, e1.details))
         if progress:
             progress(min(start + batch_size, len(paths)), len(paths))
@@ -193,15 +195,27 @@ def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = Fal
     return BuildReport(index, skipped)
 
 
-def progress_printer(label: str, stream=sys.stderr) -> Callable[[int, int], None]:
-    """A one-line progress display (carriage return on a terminal, lines otherwise)."""
-    start = time.monotonic()
+def progress_printer(label: str, stream=None, delay_s: float = 2.0,
+                     clock: Callable[[], float] = time.monotonic) -> Callable[[int, int], None]:
+    """A one-line progress display (carriage return on a terminal, lines otherwise).
+
+    Silent for a job that finishes within ``delay_s`` seconds (its caller's summary line
+    says it all); after that, a line at most every 0.2 s on a terminal, every 5 s otherwise,
+    and the final count once something has been shown. ``stream`` defaults to the
+    ``sys.stderr`` of the moment of the call.
+    """
+    stream = stream if stream is not None else sys.stderr
+    start = clock()
     tty = stream.isatty()
-    last = [0.0]
+    interval = 0.2 if tty else 5.0
+    last = [None]  # when the last line was shown; None: nothing shown yet
 
     def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < (0.2 if tty else 5.0):
+        now = clock()
+        if last[0] is None:
+            if done >= total or now - start < delay_s:
+                return
+        elif done < total and now - last[0] < interval:
             return
         last[0] = now
         rate = done / max(now - start, 1e-9)

@@ -32,7 +32,9 @@ def small_config(tmp_path, source_dir, **sections):
         "data": {"source_dir": str(source_dir), "train_classes": [1, 10],
                  "eval_classes": [11, 16], "validation_classes": 3},
         "transform": {"image_size": 32},
+        # Random init: BatchNorm statistics must train (freezing is for pretrained weights).
         "trainer": {"backbone": "small", "backbone_weights": "none", "input_size": 0,
+                    "freeze_batchnorm": False,
                     "lr_schedule": "constant", "embedding_dim": 32, "classes_per_batch": 4,
                     "images_per_class": 4, "learning_rate": 0.001, "epochs": 4,
                     "steps_per_epoch": 25, "early_stopping_patience": 0},
