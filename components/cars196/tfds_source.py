@@ -55,6 +55,20 @@ def check_source_dir(source_dir: str) -> dict[str, str]:
     return {f: os.path.join(source_dir, f) for f in CARS196_FILES}
 
 
+def _mat_variable(mat_path: str, name: str, variable: str):
+    """One variable of a MATLAB .mat file; errors name the file (as ``name``) and variable."""
+    try:
+        with tf.io.gfile.GFile(mat_path, "rb") as f:
+            mat = scipy.io.loadmat(f)
+    except Exception as e:  # scipy raises several types for non-.mat input
+        raise Cars196SourceError(f"{name}: not a readable MATLAB .mat file ({e})") from None
+    if variable not in mat:
+        keys = [k for k in mat if not k.startswith("__")]
+        raise Cars196SourceError(
+            f"{name}: missing variable '{variable}' (found: {', '.join(keys) or 'none'})")
+    return mat[variable]
+
+
 def check_annotations(mat_path: str, display_name: str | None = None) -> int:
     """Validate a Cars196 annotation ``.mat``; returns the number of records.
 
@@ -62,16 +76,7 @@ def check_annotations(mat_path: str, display_name: str | None = None) -> int:
     the exact field order is checked, and errors name the file and field.
     """
     name = display_name or mat_path
-    try:
-        with tf.io.gfile.GFile(mat_path, "rb") as f:
-            mat = scipy.io.loadmat(f)
-    except Exception as e:  # scipy raises several types for non-.mat input
-        raise Cars196SourceError(f"{name}: not a readable MATLAB .mat file ({e})") from None
-    if "annotations" not in mat:
-        keys = [k for k in mat if not k.startswith("__")]
-        raise Cars196SourceError(
-            f"{name}: missing variable 'annotations' (found: {', '.join(keys) or 'none'})")
-    annotations = mat["annotations"]
+    annotations = _mat_variable(mat_path, name, "annotations")
     fields = annotations.dtype.names or ()
     for field in ANNOTATION_FIELDS:
         if field not in fields:
@@ -95,17 +100,9 @@ def check_class_names(mat_path: str, display_name: str | None = None) -> list[st
     pass unnoticed; it is checked against that list.
     """
     name = display_name or mat_path
+    class_names = _mat_variable(mat_path, name, "class_names")
     try:
-        with tf.io.gfile.GFile(mat_path, "rb") as f:
-            mat = scipy.io.loadmat(f)
-    except Exception as e:  # scipy raises several types for non-.mat input
-        raise Cars196SourceError(f"{name}: not a readable MATLAB .mat file ({e})") from None
-    if "class_names" not in mat:
-        keys = [k for k in mat if not k.startswith("__")]
-        raise Cars196SourceError(
-            f"{name}: missing variable 'class_names' (found: {', '.join(keys) or 'none'})")
-    try:
-        names = [str(np.asarray(n).item()) for n in np.asarray(mat["class_names"]).ravel()]
+        names = [str(np.asarray(n).item()) for n in np.asarray(class_names).ravel()]
     except ValueError:
         raise Cars196SourceError(f"{name}: 'class_names' must hold one string per class") \
             from None
