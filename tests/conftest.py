@@ -13,9 +13,11 @@ import pytest  # noqa: E402
 # with the backbone's caffe preprocessing, black padding is a strong constant that
 # dominates a random-init network's features (the reason transform.pad_value defaults to
 # the ImageNet mean), so its embedding mostly encodes the images' aspect ratios. Measured
-# on 48 eval queries: Recall@1 0.27 with black padding against 0.33 with the ImageNet mean;
-# the retraining tests use RETRAIN_SAMPLE's 144 queries to tell them apart. (Training 100
-# steps on 7 classes does not beat random features on this tiny data: 0.23-0.27.)
+# on 48 eval queries: Recall@1 0.27 with black padding against 0.33 with the ImageNet mean,
+# told apart on RETRAIN_SAMPLE's 144 queries. (Training 100 steps on 7 classes does not beat
+# random features on this tiny data: 0.23-0.27.)
+# The random-init network, nearly: one step at lr 1e-6 (its BatchNorm statistics move a
+# little with the data, so two runs on different spans rank a little differently).
 UNTRAINED = {"epochs": 1, "steps_per_epoch": 1, "learning_rate": 1e-6}
 BLACK_PADDING = {"pad_value": [0, 0, 0]}
 
