@@ -175,6 +175,7 @@ class TrainerConfig:
     jit_compile: bool
     steps_per_execution: int
     seed: int
+    sampler_memory_budget_mb: int
 
     def check(self, err):
         choices = {
@@ -196,6 +197,8 @@ class TrainerConfig:
             err("embedding_dim", f"{self.embedding_dim} is not divisible by {len(d)} descriptors")
         if self.embedding_dim < 2:
             err("embedding_dim", "must be >= 2")
+        if self.sampler_memory_budget_mb < 1:
+            err("sampler_memory_budget_mb", f"must be >= 1, got {self.sampler_memory_budget_mb}")
         if self.backbone_weights == "checkpoint" and not self.checkpoint_path:
             err("checkpoint_path", "must be set when backbone_weights is 'checkpoint'")
         positive = ("gem_p", "temperature", "hap2s_sigma", "hap2s_alpha", "learning_rate",
