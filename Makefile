@@ -22,6 +22,7 @@ $(STAMP): constraints.txt setup.py
 	$(PY) -m pip install -q -U "pip<25"; \
 	echo "==> installing pinned stack (about 3 GB, a few minutes on a cold cache)"; \
 	$(PY) -m pip install -c constraints.txt -e ".[test]"; \
+	$(PY) -m pipeline.tfx_cli_quiet; \
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -14,14 +14,12 @@ Every real run ends with one summary line (pipeline/summary.py).
 import logging
 import os
 import sys
-import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported
-from pipeline.noise import GOOGLE_VERSION_WARNINGS  # noqa: E402 (light: no TensorFlow)
+from pipeline.noise import quiet_google_version_warnings  # noqa: E402 (light: no TensorFlow)
 
 # Google's client libraries warn at import about this Python version and their own pins.
-for category, module, message in GOOGLE_VERSION_WARNINGS:
-    warnings.filterwarnings("ignore", message=message, category=category, module=module)
+quiet_google_version_warnings()
 
 from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402

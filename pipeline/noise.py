@@ -71,12 +71,27 @@ def quiet_third_party_noise(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_google_version_warnings()
+    quiet_library_logs()
+    quiet_tensorflow_import()
+
+
+def quiet_google_version_warnings() -> None:
+    """Ignore exactly GOOGLE_VERSION_WARNINGS (a few warnings filters; cheap)."""
     for category, module, message in GOOGLE_VERSION_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def quiet_library_logs() -> None:
+    """Beam's type-hint INFO lines and absl records below WARNING (see above)."""
     logging.getLogger(BEAM_TYPEHINT_LOGGER).setLevel(logging.WARNING)
     absl = logging.getLogger(ABSL_LOGGER)
     if not any(isinstance(f, _DropBelowWarning) for f in absl.filters):
         absl.addFilter(_DropBelowWarning())
+
+
+def quiet_tensorflow_import() -> None:
+    """The first ``import tensorflow`` of this process runs without TF_IMPORT_NOISE."""
     if ("tensorflow" not in sys.modules and os.name == "posix"
             and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path)):
         sys.meta_path.insert(0, _QuietTensorFlowImport())

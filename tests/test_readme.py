@@ -47,6 +47,11 @@ def test_the_tfx_cli_block_runs_as_written_after_make_demo(tmp_path):
         env=dict(new_shell, CGD_CONFIG=str(repo / "configs" / "demo.yaml"),
                  LOCAL_HOME=str(repo / "out" / "demo" / "tfx_home")), timeout=600)
     assert registered.returncode == 0, registered.stderr[-2000:]
+    # The tfx CLI process is quieted by the venv's .pth hook (pipeline/tfx_cli_quiet.py):
+    # the command prints TFX's own lines only.
+    assert [line for line in (registered.stdout + registered.stderr).splitlines()
+            if line.strip()] == ["CLI", "Creating pipeline",
+                                 'Pipeline "cgd-demo" created successfully.'], registered.stderr
 
     block = readme_block("### The tfx CLI (local orchestrator)")
     assert "tfx pipeline update" in block and "export PATH=" in block
@@ -55,6 +60,9 @@ def test_the_tfx_cli_block_runs_as_written_after_make_demo(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     output = result.stdout + result.stderr
     assert 'Pipeline "cgd-demo" updated successfully' in output
+    # Neither the CLI nor the processes it starts (the DSL file, Beam's workers) print
+    # Google's Python-version warnings or TensorFlow's CUDA-plugin lines.
+    assert "FutureWarning" not in output and "Unable to register cu" not in output
     summary = [line for line in output.splitlines() if line.startswith("pipeline cgd-demo: ")]
     assert len(summary) == 1 and "serving version" in summary[0], summary
     assert (repo / "out" / "demo" / "serving" / "cgd").is_dir()
