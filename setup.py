@@ -10,7 +10,7 @@ setup(
                                     "kubeflow*"]),
     package_data={
         "core": ["config.yaml"],
-        "components": ["cars196/schema.pbtxt"],
+        "components": ["example_gen/schema.pbtxt"],
         "serving": ["deploy/*", "deploy/**/*"],
         "kubeflow": ["Dockerfile"],
     },

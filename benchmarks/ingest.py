@@ -1,4 +1,4 @@
-"""Ingestion throughput: Cars196ExampleGen (TFDS parsing + Beam) vs a plain loop.
+"""Ingestion throughput: RetrievalExampleGen (TFDS parsing + Beam) vs a plain loop.
 
 Both read the same generated Cars196 archives. The baseline is the simplest
 correct single-process loop: open the archives, PIL-decode every image

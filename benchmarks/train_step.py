@@ -138,7 +138,7 @@ def random_image_set(cfg: Config, seed: int = 0) -> sampler.ImageSet:
     """Random uint8 images, IMAGES_PER_CLASS_IN_SET per training class, Cars196 class ids."""
     rng = np.random.default_rng(seed)
     size = cfg.transform.image_size
-    first_class = cfg.data.train_classes[0] - 1          # 0-based, as in the examples
+    first_class = cfg.data.train_range[0] - 1          # 0-based, as in the examples
     labels = np.repeat(np.arange(cfg.data.num_train_classes) + first_class,
                        IMAGES_PER_CLASS_IN_SET).astype(np.int64)
     images = rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
@@ -149,7 +149,7 @@ def make_dataset(cfg: Config, data: sampler.ImageSet) -> tf.data.Dataset:
     """sampler.pk_dataset with the arguments trainer.task.train passes."""
     t = cfg.trainer
     return sampler.pk_dataset(data, t.classes_per_batch, t.images_per_class, t.seed,
-                              t.random_crop, t.random_flip, cfg.data.train_classes[0] - 1)
+                              t.random_crop, t.random_flip, cfg.data.train_range[0] - 1)
 
 
 def compiled_model(cfg: Config) -> tf_keras.Model:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from core.errors import ConfigError
-from core.names import LOSSES
+from core.names import DATASETS, LOSSES
 
 DEFAULTS_FILE = Path(__file__).with_name("config.yaml")
 DEMO_FILE = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -51,6 +51,18 @@ class PipelineConfig:
             err("name", "must be non-empty and use only letters, digits, '-' and '_'")
 
 
+# Datasets split by configured class ranges: their class count and standard retrieval split
+# (first half of the classes train, second half eval). The others (SOP's Ebay_train/test,
+# In-shop's partition file, a folder's hashed split) split by their own protocol.
+CLASS_RANGE_DATASETS = {
+    "cars196": (196, [1, 98], [99, 196]),
+    "cub200": (200, [1, 100], [101, 200]),
+}
+# Datasets whose images come with boxes (transform.crop: bbox needs them). In-shop's are
+# optional (list_bbox_inshop.txt); without that file its boxes are the whole image.
+DATASETS_WITH_BOXES = ("cars196", "cub200", "inshop")
+
+
 def retrieval_split(class_id_1based: int, train_classes, eval_classes,
                     validation_classes: int) -> str | None:
     """Class-disjoint retrieval split of a 1-based class: 'train', 'valid', 'eval' or None.
@@ -68,25 +80,48 @@ def retrieval_split(class_id_1based: int, train_classes, eval_classes,
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    dataset: str
     source_dir: str = _path()
     file_pattern: str
-    train_classes: list[int]
-    eval_classes: list[int]
+    train_classes: Optional[list[int]]
+    eval_classes: Optional[list[int]]
     validation_classes: int
     on_corrupt_image: str
     num_shards: int
+    labels_csv: str
+    eval_fraction: float
+    split_seed: int
 
     def check(self, err):
-        for key in ("train_classes", "eval_classes"):
-            lo_hi = getattr(self, key)
-            if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= 196:
-                err(key, f"must be [first, last] with 1 <= first <= last <= 196, got {lo_hi}")
-        t, e = self.train_classes, self.eval_classes
-        if t[0] <= e[1] and e[0] <= t[1]:
-            err("eval_classes", f"overlaps train_classes {t}: retrieval needs class-disjoint splits")
-        n_train = t[1] - t[0] + 1
-        if not 0 <= self.validation_classes < n_train:
-            err("validation_classes", f"must be in [0, {n_train - 1}] (train has {n_train} classes)")
+        if self.dataset not in DATASETS:
+            err("dataset", f"must be one of {list(DATASETS)}, got {self.dataset!r}")
+        if self.dataset in CLASS_RANGE_DATASETS:
+            num_classes = CLASS_RANGE_DATASETS[self.dataset][0]
+            for key in ("train_classes", "eval_classes"):
+                lo_hi = getattr(self, key)
+                if lo_hi is not None and (len(lo_hi) != 2
+                                          or not 1 <= lo_hi[0] <= lo_hi[1] <= num_classes):
+                    err(key, f"must be [first, last] with 1 <= first <= last <= {num_classes} "
+                             f"({self.dataset} has {num_classes} classes), got {lo_hi}")
+            t, e = self.train_range, self.eval_range
+            if t[0] <= e[1] and e[0] <= t[1]:
+                err("eval_classes", f"overlaps train_classes {t}: retrieval needs class-disjoint "
+                                    "splits")
+            n_train = t[1] - t[0] + 1
+            if not 0 <= self.validation_classes < n_train:
+                err("validation_classes",
+                    f"must be in [0, {n_train - 1}] (train has {n_train} classes)")
+        else:
+            for key in ("train_classes", "eval_classes"):
+                if getattr(self, key) is not None:
+                    err(key, f"must be null for dataset {self.dataset!r}, which is split by its "
+                             "own protocol (see the README's dataset table)")
+            if self.validation_classes < 0:
+                err("validation_classes", "must be >= 0")
+        if not 0.0 < self.eval_fraction < 1.0:
+            err("eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
+        if self.labels_csv and self.dataset != "folder":
+            err("labels_csv", f"is for dataset 'folder' only (dataset is {self.dataset!r})")
         if not self.file_pattern or self.file_pattern.startswith("/"):
             err("file_pattern", "must be a non-empty pattern relative to source_dir")
         if self.on_corrupt_image not in ("skip", "fail"):
@@ -94,27 +129,61 @@ class DataConfig:
         if self.num_shards < 0:
             err("num_shards", "must be >= 0")
 
+    @property
+    def split_by_class_ranges(self) -> bool:
+        return self.dataset in CLASS_RANGE_DATASETS
+
+    @property
+    def train_range(self) -> Optional[list[int]]:
+        """The 1-based inclusive training class range (the dataset's standard one unless
+        set); None for datasets split by their own protocol."""
+        if not self.split_by_class_ranges:
+            return None
+        return list(self.train_classes or CLASS_RANGE_DATASETS[self.dataset][1])
+
+    @property
+    def eval_range(self) -> Optional[list[int]]:
+        if not self.split_by_class_ranges:
+            return None
+        return list(self.eval_classes or CLASS_RANGE_DATASETS[self.dataset][2])
+
     def split_of_class(self, class_id_1based: int) -> str | None:
-        """The output split ('train', 'valid', 'eval') of a 1-based class, or None."""
-        return retrieval_split(class_id_1based, self.train_classes, self.eval_classes,
+        """The output split ('train', 'valid', 'eval') of a 1-based class, or None
+        (class-range datasets only)."""
+        return retrieval_split(class_id_1based, self.train_range, self.eval_range,
                                self.validation_classes)
 
     def split_rule(self) -> dict:
-        """The JSON-able rule the ExampleGen executor applies (see retrieval_split)."""
-        return {"train_classes": list(self.train_classes),
-                "eval_classes": list(self.eval_classes),
+        """The JSON-able rule the ExampleGen executor applies: which source, how to split
+        (class ranges, or the dataset's protocol with the last ``validation_classes``
+        training classes held out), the corrupt-image policy and the source's options."""
+        return {"dataset": self.dataset,
+                "train_classes": self.train_range,
+                "eval_classes": self.eval_range,
                 "validation_classes": self.validation_classes,
                 "output_splits": self.output_splits,
-                "on_corrupt_image": self.on_corrupt_image}
+                "on_corrupt_image": self.on_corrupt_image,
+                "source_options": self.source_options}
+
+    @property
+    def source_options(self) -> dict:
+        """Keyword options of the dataset's source (only the folder source has any)."""
+        if self.dataset != "folder":
+            return {}
+        return {"labels_csv": self.labels_csv, "eval_fraction": self.eval_fraction,
+                "split_seed": self.split_seed}
 
     @property
     def output_splits(self) -> list[str]:
         return ["train", "valid", "eval"] if self.validation_classes else ["train", "eval"]
 
     @property
-    def num_train_classes(self) -> int:
-        """Classes the classification head sees (train classes minus the hold-out)."""
-        return self.train_classes[1] - self.train_classes[0] + 1 - self.validation_classes
+    def num_train_classes(self) -> Optional[int]:
+        """Classes the classification head sees (training minus hold-out) of a class-range
+        dataset; None for the others (the Trainer counts them in the data)."""
+        if not self.split_by_class_ranges:
+            return None
+        return self.train_range[1] - self.train_range[0] + 1 - self.validation_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,13 +396,11 @@ class TrainerJob:
     """
     trainer: TrainerConfig
     transform: TransformConfig
-    first_class: int   # 1-based id of the first training class (labels are offset by it)
-    num_classes: int   # classes the classification head sees (training minus hold-out)
+    # The training classes come from the data (the train split's labels), not from here.
 
     @classmethod
     def of(cls, cfg: "Config") -> "TrainerJob":
-        return cls(cfg.trainer, cfg.transform, cfg.data.train_classes[0],
-                   cfg.data.num_train_classes)
+        return cls(cfg.trainer, cfg.transform)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -341,8 +408,7 @@ class TrainerJob:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainerJob":
         """The inverse of ``to_dict`` (values written by ``of`` from a validated Config)."""
-        return cls(TrainerConfig(**values["trainer"]), TransformConfig(**values["transform"]),
-                   int(values["first_class"]), int(values["num_classes"]))
+        return cls(TrainerConfig(**values["trainer"]), TransformConfig(**values["transform"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -483,6 +549,11 @@ def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
         obj.check(err)
         sections[section] = obj
     cfg = Config(**sections)
+    if cfg.transform.crop == "bbox" and cfg.data.dataset not in DATASETS_WITH_BOXES:
+        raise ConfigError(
+            f"{source}: 'transform.crop' bbox needs bounding boxes, which dataset "
+            f"{cfg.data.dataset!r} does not have (datasets with boxes: "
+            f"{', '.join(DATASETS_WITH_BOXES)}); use crop: none")
     if cfg.trainer.input_size > cfg.transform.image_size:
         raise ConfigError(
             f"{source}: 'trainer.input_size' {cfg.trainer.input_size} must be <= "

@@ -4,11 +4,12 @@ A name used by two components, or by a component and the serving side, lives her
 a name private to one module stays in it.
 """
 
-# Raw tf.Example features (Cars196ExampleGen writes them, Transform and the evaluator read them).
+# Raw tf.Example features (RetrievalExampleGen writes them, Transform and the evaluator read them).
 IMAGE_KEY = "image"              # encoded JPEG/PNG bytes
 LABEL_KEY = "label"              # 0-based class id (raw and transformed)
 IMAGE_ID_KEY = "image_id"
 BBOX_KEY = "bbox"                # float [4]: ymin, xmin, ymax, xmax, normalised
+EVAL_ROLE_KEY = "eval_role"      # "query" | "gallery" | "" (all-vs-all): In-shop's protocol
 # Transformed feature: serialized uint8 [S, S, 3] (components/preprocessing/image_ops.serialize_images).
 TRANSFORMED_IMAGE_KEY = "image_u8"
 
@@ -35,6 +36,9 @@ LOSSES = (
     "batch_hard", "batch_hard_soft", "hap2s_exp", "hap2s_poly", "semi_hard",
     "lifted", "npairs", "angular", "contrastive",
 )
+
+# data.dataset values: the datasets read from their original files (components/datasets/).
+DATASETS = ("cars196", "cub200", "sop", "inshop", "folder")
 
 # The four files of the Cars196 release (TFDS cars196).
 CARS196_FILES = (

@@ -33,7 +33,7 @@ log = logging.getLogger("cgd")
 # Where kubeflow/Dockerfile puts the project (WORKDIR); keep the two in sync.
 IMAGE_PROJECT_DIR = "/opt/cgd"
 TRAINER_ID, SCHEMA_GEN_ID = "Trainer", "ImportSchemaGen"
-EXAMPLE_GEN_ID, EVALUATOR_ID = "Cars196ExampleGen", "RecallEvaluator"
+EXAMPLE_GEN_ID, EVALUATOR_ID = "RetrievalExampleGen", "RecallEvaluator"
 # KubeflowV2DagRunner's rule for pipeline names (its own error message is garbled).
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 

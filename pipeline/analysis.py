@@ -1,7 +1,7 @@
 """`cgd analyze`, `cgd visualize data`, `cgd visualize rankings`: tables and pictures.
 
 They read the raw Examples the pipeline ingested (by default the newest
-Cars196ExampleGen artifact under the config's pipeline root) and embed images
+RetrievalExampleGen artifact under the config's pipeline root) and embed images
 through a model's exported ``serving_default`` signature, reusing the
 RecallEvaluator's own functions (``read_eval_images``, ``embed_with_signature``,
 ``write_rankings``, ``metrics.retrieval_metrics``), so the numbers and pictures
@@ -76,7 +76,7 @@ def _common(p: argparse.ArgumentParser, split: str) -> None:
                         f"~/cgd/pipelines)")
     p.add_argument("--examples", metavar="DIR",
                    help="raw Examples artifact dir holding Split-<split>/ (default: the newest "
-                        "Cars196ExampleGen output under the config's pipeline root)")
+                        "RetrievalExampleGen output under the config's pipeline root)")
     p.add_argument("--split", default=split, help="split to read (default: %(default)s)")
 
 
@@ -170,16 +170,16 @@ def _config_hint(config_path: str | None) -> str:
 
 
 def resolve_examples_dir(cfg, examples: str | None, config_path: str | None = None) -> str:
-    """``examples`` if given, else the newest Cars196ExampleGen examples artifact."""
+    """``examples`` if given, else the newest RetrievalExampleGen examples artifact."""
     if examples:
         if not os.path.isdir(examples):
             raise _error(f"examples directory {examples} does not exist")
         return examples
     from pipeline.artifacts import newest_output, output_parent
-    newest = newest_output(cfg, "Cars196ExampleGen", "examples")
+    newest = newest_output(cfg, "RetrievalExampleGen", "examples")
     if newest is None:
         raise _error(f"no ingested examples under "
-                     f"{output_parent(cfg, 'Cars196ExampleGen', 'examples')}: "
+                     f"{output_parent(cfg, 'RetrievalExampleGen', 'examples')}: "
                      f"{_config_hint(config_path)}; or pass --examples DIR")
     return newest
 
@@ -197,7 +197,7 @@ def _load(args):
                         if d.startswith("Split-"))
         there = (f"its splits: {', '.join(splits)}" if splits else
                  "it holds no Split-*/ directory (an Examples artifact dir is "
-                 "<pipeline root>/<name>/Cars196ExampleGen/examples/<id>)")
+                 "<pipeline root>/<name>/RetrievalExampleGen/examples/<id>)")
         raise _error(f"{e}; {there}") from None
     return cfg, examples, images, labels, ids
 

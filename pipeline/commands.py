@@ -5,24 +5,34 @@ from __future__ import annotations
 import argparse
 import logging
 
+from core.names import DATASETS
+
 log = logging.getLogger("cgd")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "sample-data", help="write small Cars196 archives in the original layout",
-        description="Write cars_train.tgz, cars_test.tgz, car_devkit.tgz and "
-                    "cars_test_annos_withlabels.mat with generated, class-structured JPEGs.")
+        "sample-data", help="write small sample data in a dataset's original layout",
+        description="Write a dataset's files exactly as downloaded (cars196: cars_train.tgz, "
+                    "cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; cub200: "
+                    "CUB_200_2011.tgz; sop: Stanford_Online_Products.zip; inshop: img.zip, "
+                    "list_eval_partition.txt, list_bbox_inshop.txt; folder: one directory "
+                    "per class) with generated, class-structured images.")
+    p.add_argument("--dataset", default="cars196", choices=DATASETS,
+                   help="whose original layout to write (default cars196); then run the "
+                        "pipeline with data.dataset set to it and data.source_dir to --out")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--classes", type=int, default=18,
-                   help="number of classes, the first N Cars196 ids (1..196; default 18)")
+                   help="number of classes (cars196, cub200: the first N class ids; sop: "
+                        "products, the first half training; inshop: items; default 18)")
     p.add_argument("--images-per-class", type=int, default=10,
-                   help="images per class, split half/half between cars_train and cars_test "
-                        "(>= 2; default 10)")
+                   help="images per class (cars196, cub200: split half/half between the "
+                        "original train and test files; inshop: test items split between "
+                        "query and gallery; >= 2; default 10)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed: the same seed writes byte-identical files (default 0)")
     p.add_argument("--corrupt", type=int, default=0,
-                   help="add K truncated or non-image files (annotated like the others)")
+                   help="add K truncated or non-image files (listed like the others)")
     p.set_defaults(func=sample_data)
 
     p = subparsers.add_parser("pipeline", help="run the TFX pipeline")
@@ -69,18 +79,20 @@ def progress_logger(label: str, unit: str, first_after_s: float = 2.0, every_s: 
 
 
 def sample_data(args: argparse.Namespace) -> int:
-    from components.cars196.sample_data import make_sample_data
+    from components.datasets.samples import make_sample_data
 
     # The default 18 classes take about a second: no progress lines, only the summary.
     progress = progress_logger("sample-data", "classes drawn")
     try:
-        summary = make_sample_data(args.out, args.classes, args.images_per_class,
+        summary = make_sample_data(args.dataset, args.out, args.classes, args.images_per_class,
                                    args.seed, args.corrupt, progress=progress)
     except ValueError as e:
         from core.errors import CliError
         raise CliError(str(e)) from None
-    log.info("sample-data: wrote %s: %d train + %d test annotated images (%d corrupt)",
-             summary.out_dir, len(summary.train), len(summary.test), len(summary.corrupt))
+    log.info("sample-data: wrote %s sample data to %s: %d valid images (%d corrupt); run the "
+             "pipeline with data.dataset: %s and data.source_dir: %s", args.dataset,
+             summary.out_dir, summary.num_valid, len(summary.corrupt), args.dataset,
+             summary.out_dir)
     return 0
 
 

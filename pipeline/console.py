@@ -68,7 +68,7 @@ _PIPELINE_SAVED = re.compile(r'^Pipeline "[^"]+" (created|updated) successfully\
 _OUR_MESSAGES = re.compile(
     r"^(epoch \d+/\d+: loss |validation Recall@1 before training|early stopping: |"
     r"restored the best epoch |resum(ed|ing) |training on \d+ images|exported SavedModel to |"
-    r"skipping corrupt image |(Cars196ExampleGen|RecallEvaluator): )")
+    r"skipping corrupt image |(RetrievalExampleGen|RecallEvaluator): )")
 
 
 def parse_line(line: str) -> Record:

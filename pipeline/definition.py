@@ -16,15 +16,15 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 
-import components.cars196
-from components.cars196.component import Cars196ExampleGen
+import components.example_gen
+from components.example_gen.component import RetrievalExampleGen
 from components.recall_evaluator.component import RecallEvaluator
 from core import names
 from core.config import Config, TrainerJob
 
 PREPROCESSING_FN = "components.preprocessing.tft_module.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
-RAW_SCHEMA = str(Path(components.cars196.__file__).with_name("schema.pbtxt"))
+RAW_SCHEMA = str(Path(components.example_gen.__file__).with_name("schema.pbtxt"))
 
 
 def code_fingerprint(*packages: str) -> str:
@@ -53,7 +53,7 @@ def create_components(cfg: Config, root: str | None = None,
     """
     if checkpoint_root is None:
         checkpoint_root = os.path.join(root or pipeline_root(cfg), "Trainer", ".checkpoints")
-    example_gen = Cars196ExampleGen(
+    example_gen = RetrievalExampleGen(
         source_dir=cfg.data.source_dir, split_rule=cfg.data.split_rule(),
         file_pattern=cfg.data.file_pattern)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

@@ -64,7 +64,7 @@ def ensure_sample_data(cfg: Config) -> None:
         print(f"{INDENT}using the Cars196 files in {source}", flush=True)
         return
     from components.cars196.sample_data import make_sample_data
-    classes = max(cfg.data.train_classes[1], cfg.data.eval_classes[1])
+    classes = max(cfg.data.train_range[1], cfg.data.eval_range[1])
     print(f"{INDENT}writing sample Cars196 archives ({classes} classes) to {source}", flush=True)
     make_sample_data(source, num_classes=classes, images_per_class=10, seed=0, corrupt=2)
 
@@ -80,7 +80,7 @@ def gallery_and_queries(cfg: Config, work: str) -> tuple[str, list[tuple[str, in
         if cfg.data.split_of_class(record["class_id"] + 1) != "eval":
             continue
         name = f"class{record['class_id'] + 1:03d}_{os.path.basename(record['image_path'])}"
-        if record["tfds_split"] == "test":
+        if record["source_split"] == "test":
             shutil.copy(record["image_path"], os.path.join(gallery, name))
         elif len(queries) < 3 and all(c != record["class_id"] + 1 for _, c in queries):
             queries.append((record["image_path"], record["class_id"] + 1))

@@ -46,7 +46,7 @@ def test_analyze_prints_a_table_and_writes_the_evaluator_metrics(exported, tmp_p
     printed = capsys.readouterr().out
     got = json.loads(out.read_text())
 
-    images, labels, _ = read_eval_images(latest_output(cfg, "Cars196ExampleGen", "examples"),
+    images, labels, _ = read_eval_images(latest_output(cfg, "RetrievalExampleGen", "examples"),
                                          "eval")
     embeddings = embed_with_signature(str(model_dir / "Format-Serving"), images)
     expected = retrieval_metrics(embeddings, labels, ks=tuple(cfg.evaluator.recall_ks))
@@ -66,7 +66,7 @@ def test_analyze_prints_a_table_and_writes_the_evaluator_metrics(exported, tmp_p
     # The SavedModel directory itself (as a Pusher version dir holds it) is accepted too.
     assert cgd(["analyze", "--config", str(config_path), "--model",
                 str(model_dir / "Format-Serving"), "--examples",
-                latest_output(cfg, "Cars196ExampleGen", "examples")]) == 0
+                latest_output(cfg, "RetrievalExampleGen", "examples")]) == 0
     assert f"{expected['recall@1']:.4f}" in capsys.readouterr().out
 
     # And a model base dir as the Pusher fills it (<serving_dir>/cgd): its newest version.
@@ -140,7 +140,7 @@ def test_missing_examples_name_the_path_and_the_demo_config(tmp_path, capsys, mo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert os.path.join(cfg.pipeline.root, cfg.pipeline.name,
-                        "Cars196ExampleGen", "examples") in err
+                        "RetrievalExampleGen", "examples") in err
     assert "--config configs/demo.yaml" in err and str(other) in err
     assert not (tmp_path / "g.png").exists()
 

@@ -96,7 +96,7 @@ def node_parameters(cfg, node_id: str):
 
 
 @pytest.mark.parametrize("node_id", ["Trainer", "RecallEvaluator", "Transform",
-                                     "Cars196ExampleGen"])
+                                     "RetrievalExampleGen"])
 def test_settings_a_component_does_not_read_leave_its_cache_key_alone(tmp_path, node_id):
     cfg = small_config(tmp_path, tmp_path / "cars196")
     unrelated = cfg.replace(serving={"grpc_port": 9100, "max_batch_size": 8},

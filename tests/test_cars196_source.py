@@ -65,7 +65,7 @@ def test_tfds_parsing_round_trips_every_annotation(sample_data, tmp_path):
     records = list(tfds_source.iter_records(sample_data.out_dir, str(tmp_path)))
     expected = ({("train", f, c) for f, c in sample_data.train}
                 | {("test", f, c) for f, c in sample_data.test})
-    got = {(r["tfds_split"], r["image_path"].rsplit("/", 1)[1], r["class_id"] + 1)
+    got = {(r["source_split"], r["image_path"].rsplit("/", 1)[1], r["class_id"] + 1)
            for r in records}
     assert got == expected and len(records) == len(expected)
     assert len({r["image_id"] for r in records}) == len(records)

@@ -17,7 +17,7 @@ def test_defaults_are_the_cgd_recipe():
     assert t.epochs == 20 and t.margin is None  # batch_hard's own default, 0.1
     assert (cfg.transform.image_size, t.input_size) == (252, 224)
     assert cfg.transform.pad_value == [124, 116, 104] and cfg.transform.crop == "none"
-    assert cfg.data.train_classes == [1, 98] and cfg.data.eval_classes == [99, 196]
+    assert cfg.data.train_range == [1, 98] and cfg.data.eval_range == [99, 196]
     assert Path(cfg.pipeline.root).is_absolute()
 
 

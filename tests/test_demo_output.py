@@ -48,22 +48,22 @@ INFO:absl:Excluding no splits because exclude_splits is not set.
 INFO:absl:Excluding no splits because exclude_splits is not set.
 INFO:absl:Using deployment config:
  executor_specs {
-  key: "Cars196ExampleGen"
+  key: "RetrievalExampleGen"
   value {
     beam_executable_spec {
       python_executor_spec {
-        class_path: "components.cars196.executor.Executor"
-INFO:absl:Component Cars196ExampleGen is running.
+        class_path: "components.example_gen.executor.Executor"
+INFO:absl:Component RetrievalExampleGen is running.
 INFO:absl:Running launcher for node_info {
   type {
-    name: "components.cars196.component.Cars196ExampleGen"
+    name: "components.example_gen.component.RetrievalExampleGen"
 INFO:absl:Going to run a new execution 1
-WARNING:apache_beam.runners.portability.local_job_service:Worker: severity: WARN timestamp {   seconds: 1795400221   nanos: 352052450 } message: "skipping corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7f39530d1940>" instruction_id: "bundle_10" transform_id: "ReadAndEncode/ParDo(_ReadAndEncode)" log_location: "/work/main/components/cars196/executor.py:102" thread: "Thread-13" 
-WARNING:apache_beam.runners.portability.local_job_service:Worker: severity: WARN timestamp {   seconds: 1795400222   nanos: 154593229 } message: "skipping corrupt image cars_train/00091.jpg: OSError: image file is truncated (2 bytes not processed)" instruction_id: "bundle_9" transform_id: "ReadAndEncode/ParDo(_ReadAndEncode)" log_location: "/work/main/components/cars196/executor.py:102" thread: "Thread-12" 
+WARNING:apache_beam.runners.portability.local_job_service:Worker: severity: WARN timestamp {   seconds: 1795400221   nanos: 352052450 } message: "skipping corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7f39530d1940>" instruction_id: "bundle_10" transform_id: "ReadAndEncode/ParDo(_ReadAndEncode)" log_location: "/work/main/components/example_gen/executor.py:102" thread: "Thread-13" 
+WARNING:apache_beam.runners.portability.local_job_service:Worker: severity: WARN timestamp {   seconds: 1795400222   nanos: 154593229 } message: "skipping corrupt image cars_train/00091.jpg: OSError: image file is truncated (2 bytes not processed)" instruction_id: "bundle_9" transform_id: "ReadAndEncode/ParDo(_ReadAndEncode)" log_location: "/work/main/components/example_gen/executor.py:102" thread: "Thread-12" 
 WARNING:apache_beam.runners.portability.local_job_service:Worker: severity: WARN timestamp {   seconds: 1795400222   nanos: 362250328 } message: "Couldn\'t find python-snappy so the implementation of _TFRecordUtil._masked_crc32c is not as fast as it could be." instruction_id: "bundle_15" transform_id: "WriteSplit[train]/Write/Write/WriteImpl/WriteBundles" log_location: "/work/main/.venv/lib/python3.10/site-packages/apache_beam/io/tfrecordio.py:59" thread: "Thread-12" 
 WARNING:apache_beam.runners.portability.local_job_service:Worker: severity: WARN timestamp {   seconds: 1795400222   nanos: 376499652 } message: "Couldn\'t find python-snappy so the implementation of _TFRecordUtil._masked_crc32c is not as fast as it could be." instruction_id: "bundle_16" transform_id: "WriteSplit[train]/Write/Write/WriteImpl/WriteBundles" log_location: "/work/main/.venv/lib/python3.10/site-packages/apache_beam/io/tfrecordio.py:59" thread: "Thread-13" 
 INFO:absl:Examples generated.
-INFO:absl:Component Cars196ExampleGen is finished.
+INFO:absl:Component RetrievalExampleGen is finished.
 INFO:absl:Component ImportSchemaGen is running.
 INFO:absl:Running launcher for node_info {
 INFO:absl:Going to run a new execution 2
@@ -146,13 +146,13 @@ INFO:absl:Going to run a new execution 8
 INFO:absl:Component Pusher is finished.
 ''')
 
-# `tfx run create` failing in Cars196ExampleGen: the source directory lacks a file.
+# `tfx run create` failing in RetrievalExampleGen: the source directory lacks a file.
 # TensorFlow's shutdown traceback (an AtomicFunction.__del__ at interpreter exit, as in
 # the successful run's Transform) follows the component's error.
 SOURCE_FAILURE_LOG = log_lines(r'''
 CLI
 Creating a run for pipeline: cgd-demo-fail
-INFO:absl:Component Cars196ExampleGen is running.
+INFO:absl:Component RetrievalExampleGen is running.
 INFO:absl:Running launcher for node_info {
 INFO:absl:Going to run a new execution 1
 INFO:absl:Attempting to infer TFX Python dependency for beam
@@ -161,7 +161,7 @@ INFO:absl:Generating a temp setup file at /tmp/tmp72tk7_z7/build/tfx/setup.py
 INFO:absl:Creating temporary sdist package, logs available at /tmp/tmp72tk7_z7/build/tfx/setup.log
 INFO:absl:Added --extra_package=/tmp/tmp72tk7_z7/build/tfx/dist/tfx_ephemeral-1.16.0.tar.gz to beam args
 INFO:absl:Generating examples.
-INFO:absl:Creating temp directory at /tmp/demo_fail/out/pipelines/cgd-demo-fail/Cars196ExampleGen/.system/executor_execution/1/.temp/1/
+INFO:absl:Creating temp directory at /tmp/demo_fail/out/pipelines/cgd-demo-fail/RetrievalExampleGen/.system/executor_execution/1/.temp/1/
 INFO:absl:MetadataStore with DB connection initialized
 ERROR:absl:Execution 1 failed.
 INFO:absl:Cleaning up stateless execution info.
@@ -182,11 +182,11 @@ Traceback (most recent call last):
     return python_executor_operator.run_with_executor(execution_info, executor)
   File "/work/main/.venv/lib/python3.10/site-packages/tfx/orchestration/portable/python_executor_operator.py", line 84, in run_with_executor
     result = executor.Do(
-  File "/work/main/components/cars196/executor.py", line 176, in Do
+  File "/work/main/components/example_gen/executor.py", line 176, in Do
     super().Do(input_dict, output_dict, exec_properties)
   File "/work/main/.venv/lib/python3.10/site-packages/tfx/components/example_gen/base_example_gen_executor.py", line 279, in Do
     example_splits = self.GenerateExamplesByBeam(pipeline, exec_properties)
-  File "/work/main/components/cars196/executor.py", line 134, in GenerateExamplesByBeam
+  File "/work/main/components/example_gen/executor.py", line 134, in GenerateExamplesByBeam
     for record in tfds_source.iter_records(source_dir, work_dir):
   File "/work/main/components/cars196/tfds_source.py", line 178, in iter_records
     files = check_source_dir(source_dir)
@@ -205,19 +205,19 @@ Error while running "/work/main/.venv/bin/python /work/main/pipeline/local_runne
 BEAM_FAILURE_LOG = log_lines(r'''
 CLI
 Creating a run for pipeline: cgd-demo-fail2
-INFO:absl:Component Cars196ExampleGen is running.
+INFO:absl:Component RetrievalExampleGen is running.
 INFO:absl:Running launcher for node_info {
 INFO:absl:Going to run a new execution 1
 2026-11-23 02:23:21.707687: E external/local_xla/xla/stream_executor/cuda/cuda_dnn.cc:10575] Unable to register cuDNN factory: Attempting to register factory for plugin cuDNN when one has already been registered
 2026-11-23 02:23:21.707758: E external/local_xla/xla/stream_executor/cuda/cuda_blas.cc:1442] Unable to register cuBLAS factory: Attempting to register factory for plugin cuBLAS when one has already been registered
-ERROR:apache_beam.runners.portability.local_job_service:Worker: severity: ERROR timestamp {   seconds: 1795400613   nanos: 971375465 } message: "corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it) [while running \'ReadAndEncode/ParDo(ReadAndEncode)\']\nTraceback (most recent call last):\n  File \"apache_beam/runners/common.py\", line 1495, in apache_beam.runners.common.DoFnRunner.process\n  File \"apache_beam/runners/common.py\", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process\n  File \"apache_beam/runners/common.py\", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs\n  File \"/work/main/components/cars196/examples.py\", line 78, in process\n    raise CorruptImageError(\ncomponents.cars196.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it)" trace: "Traceback (most recent call last):\n  File \"apache_beam/runners/common.py\", line 1495, in apache_beam.runners.common.DoFnRunner.process\n  File \"apache_beam/runners/common.py\", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process\n  File \"apache_beam/runners/common.py\", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs\n  File \"/work/main/components/cars196/examples.py\", line 78, in process\n    raise CorruptImageError(\ncomponents.cars196.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it)\n" instruction_id: "bundle_10" transform_id: "ReadAndEncode/ParDo(ReadAndEncode)" log_location: "/work/main/.venv/lib/python3.10/site-packages/apache_beam/runners/worker/bundle_processor.py:237" thread: "Thread-14" 
+ERROR:apache_beam.runners.portability.local_job_service:Worker: severity: ERROR timestamp {   seconds: 1795400613   nanos: 971375465 } message: "corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it) [while running \'ReadAndEncode/ParDo(ReadAndEncode)\']\nTraceback (most recent call last):\n  File \"apache_beam/runners/common.py\", line 1495, in apache_beam.runners.common.DoFnRunner.process\n  File \"apache_beam/runners/common.py\", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process\n  File \"apache_beam/runners/common.py\", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs\n  File \"/work/main/components/example_gen/examples.py\", line 78, in process\n    raise CorruptImageError(\ncomponents.example_gen.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it)" trace: "Traceback (most recent call last):\n  File \"apache_beam/runners/common.py\", line 1495, in apache_beam.runners.common.DoFnRunner.process\n  File \"apache_beam/runners/common.py\", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process\n  File \"apache_beam/runners/common.py\", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs\n  File \"/work/main/components/example_gen/examples.py\", line 78, in process\n    raise CorruptImageError(\ncomponents.example_gen.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it)\n" instruction_id: "bundle_10" transform_id: "ReadAndEncode/ParDo(ReadAndEncode)" log_location: "/work/main/.venv/lib/python3.10/site-packages/apache_beam/runners/worker/bundle_processor.py:237" thread: "Thread-14" 
 Traceback (most recent call last):
   File "apache_beam/runners/common.py", line 1495, in apache_beam.runners.common.DoFnRunner.process
   File "apache_beam/runners/common.py", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process
   File "apache_beam/runners/common.py", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs
-  File "/work/main/components/cars196/examples.py", line 78, in process
+  File "/work/main/components/example_gen/examples.py", line 78, in process
     raise CorruptImageError(
-components.cars196.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it)
+components.example_gen.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it)
 
 During handling of the above exception, another exception occurred:
 
@@ -230,9 +230,9 @@ Traceback (most recent call last):
   File "apache_beam/runners/common.py", line 1495, in apache_beam.runners.common.DoFnRunner.process
   File "apache_beam/runners/common.py", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process
   File "apache_beam/runners/common.py", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs
-  File "/work/main/components/cars196/examples.py", line 78, in process
+  File "/work/main/components/example_gen/examples.py", line 78, in process
     raise CorruptImageError(
-components.cars196.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it) [while running 'ReadAndEncode/ParDo(ReadAndEncode)']
+components.example_gen.examples.CorruptImageError: corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7fc3f4b543b0> (set data.on_corrupt_image: skip to skip it) [while running 'ReadAndEncode/ParDo(ReadAndEncode)']
 
 ERROR:absl:Execution 1 failed.
 INFO:absl:Cleaning up stateless execution info.
@@ -253,7 +253,7 @@ Traceback (most recent call last):
     return python_executor_operator.run_with_executor(execution_info, executor)
   File "/work/main/.venv/lib/python3.10/site-packages/tfx/orchestration/portable/python_executor_operator.py", line 84, in run_with_executor
     result = executor.Do(
-  File "/work/main/components/cars196/executor.py", line 103, in Do
+  File "/work/main/components/example_gen/executor.py", line 103, in Do
     super().Do(input_dict, output_dict, exec_properties)
   File "/work/main/.venv/lib/python3.10/site-packages/tfx/components/example_gen/base_example_gen_executor.py", line 278, in Do
     with self._make_beam_pipeline() as pipeline:
@@ -293,9 +293,9 @@ RuntimeError: Traceback (most recent call last):
   File "apache_beam/runners/common.py", line 1495, in apache_beam.runners.common.DoFnRunner.process
   File "apache_beam/runners/common.py", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process
   File "apache_beam/runners/common.py", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs
-  File "/work/main/components/cars196/examples.py", line 78, in process
+  File "/work/main/components/example_gen/examples.py", line 78, in process
     raise CorruptImageError(
-components.cars196.examples.CorruptImageError: corrupt image cars_train/00091.jpg: OSError: image file is truncated (2 bytes not processed) (set data.on_corrupt_image: skip to skip it)
+components.example_gen.examples.CorruptImageError: corrupt image cars_train/00091.jpg: OSError: image file is truncated (2 bytes not processed) (set data.on_corrupt_image: skip to skip it)
 
 During handling of the above exception, another exception occurred:
 
@@ -341,9 +341,9 @@ Traceback (most recent call last):
   File "apache_beam/runners/common.py", line 1495, in apache_beam.runners.common.DoFnRunner.process
   File "apache_beam/runners/common.py", line 687, in apache_beam.runners.common.SimpleInvoker.invoke_process
   File "apache_beam/runners/common.py", line 1671, in apache_beam.runners.common._OutputHandler.handle_process_outputs
-  File "/work/main/components/cars196/examples.py", line 78, in process
+  File "/work/main/components/example_gen/examples.py", line 78, in process
     raise CorruptImageError(
-components.cars196.examples.CorruptImageError: corrupt image cars_train/00091.jpg: OSError: image file is truncated (2 bytes not processed) (set data.on_corrupt_image: skip to skip it) [while running 'ReadAndEncode/ParDo(ReadAndEncode)']
+components.example_gen.examples.CorruptImageError: corrupt image cars_train/00091.jpg: OSError: image file is truncated (2 bytes not processed) (set data.on_corrupt_image: skip to skip it) [while running 'ReadAndEncode/ParDo(ReadAndEncode)']
 
 Error while running "/work/main/.venv/bin/python /work/main/pipeline/local_runner.py" 
 ''')
@@ -392,12 +392,12 @@ def test_successful_run_shows_components_training_and_our_messages_whole():
     shown = list(console.progress_lines(CREATE_LOG + SUCCESS_LOG))
     assert shown == [
         'Pipeline "cgd-demo" created successfully.',
-        "Component Cars196ExampleGen: running",
+        "Component RetrievalExampleGen: running",
         "warning: skipping corrupt image cars_test/00091.jpg: UnidentifiedImageError: cannot "
         "identify image file <_io.BytesIO object at 0x7f39530d1940>",
         "warning: skipping corrupt image cars_train/00091.jpg: OSError: image file is truncated "
         "(2 bytes not processed)",
-        "Component Cars196ExampleGen: finished",
+        "Component RetrievalExampleGen: finished",
         *components("ImportSchemaGen", "StatisticsGen", "Transform", "ExampleValidator"),
         "Component Trainer: running",
         "training on 90 images of 9 classes, validating on 30 images of 3 classes",
@@ -497,7 +497,7 @@ def test_a_cached_component_is_one_line():
 def test_failure_summary_names_the_component_error_and_the_log():
     log_path = "/work/main/out/demo/logs/tfx.log"
     assert console.failure_summary(SOURCE_FAILURE_LOG, log_path) == textwrap.dedent("""\
-        error in component Cars196ExampleGen:
+        error in component RetrievalExampleGen:
           components.cars196.tfds_source.Cars196SourceError: Cars196 source directory \
 /tmp/demo_fail/src is missing cars_test_annos_withlabels.mat. Expected the four files \
 cars_train.tgz, cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; found: \
@@ -505,14 +505,14 @@ car_devkit.tgz, cars_test.tgz, cars_train.tgz
         full log: /work/main/out/demo/logs/tfx.log""").replace("\n", "\n    ").join(["    ", ""])
     # Live, the failing component shows as failed, and nothing of its traceback.
     assert list(console.progress_lines(SOURCE_FAILURE_LOG)) == [
-        "Component Cars196ExampleGen: running", "Component Cars196ExampleGen: failed"]
+        "Component RetrievalExampleGen: running", "Component RetrievalExampleGen: failed"]
 
 
 def test_failure_summary_of_a_beam_worker_error_is_the_workers_exception():
     failure = console.find_failure(BEAM_FAILURE_LOG)
-    assert failure.component == "Cars196ExampleGen"
+    assert failure.component == "RetrievalExampleGen"
     assert failure.error == [
-        "components.cars196.examples.CorruptImageError: corrupt image cars_train/00091.jpg: "
+        "components.example_gen.examples.CorruptImageError: corrupt image cars_train/00091.jpg: "
         "OSError: image file is truncated (2 bytes not processed) (set data.on_corrupt_image: "
         "skip to skip it) [while running 'ReadAndEncode/ParDo(ReadAndEncode)']"]
     assert console.exception_name(failure.error) == "CorruptImageError"
@@ -559,14 +559,14 @@ def test_run_tfx_cli_prints_progress_and_the_error_then_raises(fake_tfx, capsys)
     with pytest.raises(CliError) as raised:
         demo.run_tfx_cli(cfg, str(fake_tfx / "demo.yaml"), str(log_path))
     assert str(raised.value) == (
-        f"`tfx run create` failed (exit 1) in component Cars196ExampleGen: Cars196SourceError; "
+        f"`tfx run create` failed (exit 1) in component RetrievalExampleGen: Cars196SourceError; "
         f"full log: {log_path}")
     console = capsys.readouterr().out.splitlines()
     assert [line.split(" --")[0] for line in console[:5]] == [
         "    $ tfx pipeline create", '    Pipeline "cgd-demo" created successfully.',
-        "    $ tfx run create", "    Component Cars196ExampleGen: running",
-        "    Component Cars196ExampleGen: failed"]
-    assert console[5] == "    error in component Cars196ExampleGen:"
+        "    $ tfx run create", "    Component RetrievalExampleGen: running",
+        "    Component RetrievalExampleGen: failed"]
+    assert console[5] == "    error in component RetrievalExampleGen:"
     assert console[6].startswith("      components.cars196.tfds_source.Cars196SourceError: ")
     assert console[7:] == [f"    full log: {log_path}"]
     logged = log_path.read_text()
@@ -587,7 +587,7 @@ def test_cgd_demo_failure_is_one_error_line(fake_tfx, capsys):
     assert cli.main(["demo", "--config", str(config)]) == 1
     out, err = capsys.readouterr()
     assert err.splitlines() == [
-        "cgd demo: error: `tfx run create` failed (exit 1) in component Cars196ExampleGen: "
+        "cgd demo: error: `tfx run create` failed (exit 1) in component RetrievalExampleGen: "
         f"Cars196SourceError; full log: {fake_tfx}/out/logs/tfx.log"]
     assert "Traceback" not in out
     assert "Cars196SourceError: Cars196 source directory" in out

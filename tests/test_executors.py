@@ -34,16 +34,16 @@ def artifact(cls, uri, **splits):
     return a
 
 
-# ------------------------------------------------------------------ Cars196ExampleGen
+# ------------------------------------------------------------------ RetrievalExampleGen
 
 def example_gen_exec_properties(cfg) -> dict:
     """The component's execution properties as the launcher passes them (protos as JSON)."""
     from google.protobuf import message
     from tfx.utils import proto_utils
 
-    from components.cars196.component import Cars196ExampleGen
+    from components.example_gen.component import RetrievalExampleGen
 
-    component = Cars196ExampleGen(source_dir=cfg.data.source_dir,
+    component = RetrievalExampleGen(source_dir=cfg.data.source_dir,
                                   split_rule=cfg.data.split_rule(), file_pattern="*")
     return {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
             for k, v in component.exec_properties.items()}
@@ -51,7 +51,7 @@ def example_gen_exec_properties(cfg) -> dict:
 
 def test_cars196_example_gen_executor_writes_class_disjoint_splits_and_counts(
         sample_data, tmp_path):
-    from components.cars196.executor import Executor
+    from components.example_gen.executor import Executor
 
     cfg = small_config(tmp_path, sample_data.out_dir)
     examples = artifact(standard_artifacts.Examples, tmp_path / "examples")

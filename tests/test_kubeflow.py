@@ -28,7 +28,7 @@ KUBEFLOW = {"target": "kfp", "pipeline_root": ROOT, "beam_args": BEAM_ARGS, "gpu
             "gpu_node_selector": [], "volumes": [], "host": "", "image": ""}
 VOLUMES = ["cars196-data:/mnt/data", "cgd-serving:/mnt/serving"]
 GPU_NODES = ["cloud.google.com/gke-accelerator=nvidia-tesla-t4"]
-DRIVER, EXAMPLE_GEN = "Cars196ExampleGen-driver", "Cars196ExampleGen"
+DRIVER, EXAMPLE_GEN = "RetrievalExampleGen-driver", "RetrievalExampleGen"
 TASKS = {DRIVER, EXAMPLE_GEN, "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
          "Transform", "Trainer", "RecallEvaluator", "Pusher"}
 DRIVER_OUTPUTS = {"input_config": "STRING", "span": "NUMBER_INTEGER",
@@ -284,9 +284,9 @@ def test_schema_file_points_into_the_image(compiled):
 
     job, _, _ = compiled
     schema_file = constant(job, "ImportSchemaGen", "schema_file")
-    assert schema_file == f"{IMAGE_PROJECT_DIR}/components/cars196/schema.pbtxt"
+    assert schema_file == f"{IMAGE_PROJECT_DIR}/components/example_gen/schema.pbtxt"
     assert Path(__file__).resolve().parent.parent.joinpath(
-        "components/cars196/schema.pbtxt").is_file()
+        "components/example_gen/schema.pbtxt").is_file()
     workdirs = re.findall(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M)
     assert workdirs == [IMAGE_PROJECT_DIR]
 

@@ -30,7 +30,7 @@ PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # a default KFP install's sto
 KUBEFLOW = {"pipeline_root": PIPELINE_ROOT, "image": "registry.example/cgd:test",
             "beam_args": ["--direct_num_workers=1"], "gpus": 1,
             "gpu_limit_resource": "nvidia.com/gpu", "memory": "8G", "cpu": "2"}
-UP_TO_TRAINER = ["Cars196ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+UP_TO_TRAINER = ["RetrievalExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
                  "Transform", "Trainer"]
 
 
@@ -103,14 +103,14 @@ def test_span_driver_resolves_the_newest_span_and_records_it_on_the_examples(kfp
     emulator, (first, second, _) = kfp_runs["emulator"], kfp_runs["runs"]
     fingerprints = []
     for run, span in ((first, 1), (second, 2)):
-        driver = run.tasks["Cars196ExampleGen-driver"]
+        driver = run.tasks["RetrievalExampleGen-driver"]
         assert driver.parameters["span"] == span
         assert f"span-{span}/*" in driver.parameters["input_config"]
-        examples = emulator.artifact(run.tasks["Cars196ExampleGen"].artifacts["examples"])
+        examples = emulator.artifact(run.tasks["RetrievalExampleGen"].artifacts["examples"])
         assert examples["metadata"]["span"] == span
         assert examples["metadata"]["input_fingerprint"] == driver.parameters["input_fingerprint"]
         fingerprints.append(driver.parameters["input_fingerprint"])
-        assert examples["uri"] == (f"{PIPELINE_ROOT}/cgd-kfp/{run.run_id}/Cars196ExampleGen/"
+        assert examples["uri"] == (f"{PIPELINE_ROOT}/cgd-kfp/{run.run_id}/RetrievalExampleGen/"
                                    "examples")
     assert fingerprints[0] != fingerprints[1] and "num_files:4" in fingerprints[0]
 
@@ -146,7 +146,7 @@ def test_an_unchanged_span_is_cached_up_to_the_evaluator_which_still_runs(kfp_ru
     emulator, (_, second, third) = kfp_runs["emulator"], kfp_runs["runs"]
     assert [third.state(t) for t in UP_TO_TRAINER] == ["CACHED"] * len(UP_TO_TRAINER)
     assert third.tasks["Trainer"].artifacts == second.tasks["Trainer"].artifacts
-    for never_cached in ("Cars196ExampleGen-driver", "RecallEvaluator", "Pusher"):
+    for never_cached in ("RetrievalExampleGen-driver", "RecallEvaluator", "Pusher"):
         assert third.state(never_cached) == "COMPLETE", never_cached
     result = metrics(emulator, third)
     assert not result["blessed"] and result["production_version"] == kfp_runs["versions"][0][0]
@@ -216,8 +216,8 @@ def test_tfx_2_1_spec_without_our_changes_fails_where_kfp_skips_the_driver(tmp_p
         output_dir=str(tmp_path), output_filename="tfx21.json").run(
             kubeflow_pipeline(cfg))
     spec = job["pipelineSpec"]
-    spec["root"]["dag"]["tasks"] = {"Cars196ExampleGen": spec["root"]["dag"]["tasks"][
-        "Cars196ExampleGen"]}
-    with pytest.raises(TaskFailed, match=r"(?s)task Cars196ExampleGen: .*source directory "
+    spec["root"]["dag"]["tasks"] = {"RetrievalExampleGen": spec["root"]["dag"]["tasks"][
+        "RetrievalExampleGen"]}
+    with pytest.raises(TaskFailed, match=r"(?s)task RetrievalExampleGen: .*source directory "
                                          r".*span-\{SPAN\} does not exist"):
         KfpEmulator(tmp_path / "cluster").run(spec, PIPELINE_ROOT)

@@ -1,4 +1,4 @@
-"""LocalDagRunner: Cars196ExampleGen -> StatisticsGen -> ImportSchemaGen ->
+"""LocalDagRunner: RetrievalExampleGen -> StatisticsGen -> ImportSchemaGen ->
 ExampleValidator -> Transform on small generated sample data."""
 import glob
 import os
@@ -36,7 +36,7 @@ _latest = latest_output
 
 def test_every_valid_image_once_in_class_disjoint_splits(data_run, sample_data):
     cfg = data_run
-    examples_uri = _latest(cfg, "Cars196ExampleGen", "examples")
+    examples_uri = _latest(cfg, "RetrievalExampleGen", "examples")
     seen, classes_by_split = [], {}
     for split in ("train", "valid", "eval"):
         examples = read_examples(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
@@ -45,7 +45,7 @@ def test_every_valid_image_once_in_class_disjoint_splits(data_run, sample_data):
         assert {cfg.data.split_of_class(c) for c in labels} == {split}
         seen += [_feature(e, "image_id")[0].decode() for e in examples]
         for e in examples:
-            assert _feature(e, "tfds_split")[0] in (b"train", b"test")
+            assert _feature(e, "source_split")[0] in (b"train", b"test")
             assert len(_feature(e, "bbox")) == 4
     assert len(seen) == len(set(seen)) == sample_data.num_valid
     corrupt_ids = {c.replace("cars_", "").replace(".jpg", "") for c in sample_data.corrupt}
@@ -60,7 +60,7 @@ def test_counts_per_split_and_corrupt_recorded_on_the_artifact(data_run, sample_
         cfg.pipeline.metadata_path))
     with store:
         [artifact] = [a for a in store.store.get_artifacts_by_type("Examples")
-                      if "Cars196ExampleGen" in a.uri]
+                      if "RetrievalExampleGen" in a.uri]
     props = {k: v.int_value or v.string_value for k, v in artifact.custom_properties.items()}
     per_class = SAMPLE["images_per_class"]  # corrupt files are extra, so classes stay full
     expected = {"train": 7 * per_class, "valid": 3 * per_class, "eval": 6 * per_class}
@@ -74,7 +74,7 @@ def test_transform_output_is_the_padded_resized_image(data_run):
     cfg = data_run
     size = cfg.transform.image_size
     raw = {_feature(e, "image_id")[0]: e for e in read_examples(
-        os.path.join(_latest(cfg, "Cars196ExampleGen", "examples"), "Split-eval", "*.gz"))}
+        os.path.join(_latest(cfg, "RetrievalExampleGen", "examples"), "Split-eval", "*.gz"))}
     transformed = read_examples(os.path.join(
         _latest(cfg, "Transform", "transformed_examples"), "Split-eval", "*.gz"))
     assert len(transformed) == len(raw)
@@ -105,7 +105,7 @@ def test_corrupt_image_fails_the_run_when_configured(sample_data, tmp_path):
     with pytest.raises(Exception) as e:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     assert "corrupt image cars_" in str(e.value)
-    examples_root = os.path.join(cfg.pipeline.root, cfg.pipeline.name, "Cars196ExampleGen")
+    examples_root = os.path.join(cfg.pipeline.root, cfg.pipeline.name, "RetrievalExampleGen")
     # Nothing was published: the failed execution's output is not a valid artifact.
     store = metadata.Metadata(tfx.orchestration.metadata.sqlite_metadata_connection_config(
         cfg.pipeline.metadata_path))

@@ -148,8 +148,8 @@ def test_recipe_configs_train_a_few_steps_with_a_small_backbone(name, data_pipel
 
     stored = data_pipeline.transform.image_size
     cfg = load_config(CONFIGS / name).replace(
-        data=dict(train_classes=data_pipeline.data.train_classes,
-                  eval_classes=data_pipeline.data.eval_classes,
+        data=dict(train_classes=data_pipeline.data.train_range,
+                  eval_classes=data_pipeline.data.eval_range,
                   validation_classes=data_pipeline.data.validation_classes),
         transform={"image_size": stored},
         trainer={"backbone": "small", "backbone_weights": "none", "input_size": stored - 8,

@@ -93,7 +93,7 @@ def test_a_failing_pipeline_run_ends_in_one_line_naming_the_fix_and_the_log(tmp_
     [error] = err.strip().splitlines()
     log_path = os.path.join(os.path.dirname(cfg.pipeline.root), "logs", "cgd-test.log")
     assert error.startswith("cgd pipeline run: error: pipeline cgd-test failed")
-    assert "in component Cars196ExampleGen: Cars196SourceError" in error
+    assert "in component RetrievalExampleGen: Cars196SourceError" in error
     assert error.endswith(f"full log: {log_path}")
     assert "is missing cars_test.tgz" in out  # the component's own message, on the console
     assert "Traceback" not in out + err

@@ -27,6 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import cars196
 
+from components.datasets import records
 from core.names import CARS196_FILES
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ ANNOTATION_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname
 CLASS_NAMES = tuple(cars196._NAMES)
 
 
-class Cars196SourceError(ValueError):
+class Cars196SourceError(records.DatasetSourceError):
     """The Cars196 source files are missing or malformed."""
 
 
@@ -198,9 +199,10 @@ class _Lenient(dict):
 def iter_records(source_dir: str, work_dir: str) -> Iterator[dict]:
     """Every annotated image of both TFDS splits, parsed by TFDS's cars196 code.
 
-    Yields dicts: tfds_split ('train'/'test'), image_path, image_id, class_id
-    (0-based), class_name, bbox (ymin, xmin, ymax, xmax normalised, or None
-    when the image header is unreadable).
+    Yields ``records.record`` dicts: source_split ('train'/'test', TFDS's split),
+    image_path, image_id, class_id (0-based), class_name, bbox (ymin, xmin, ymax, xmax
+    normalised, or None when the image header is unreadable), file_name
+    ("cars_train/00001.jpg"); the retrieval split is by configured class ranges.
     """
     files = check_source_dir(source_dir)
     check_annotations(files["cars_test_annos_withlabels.mat"])
@@ -218,14 +220,11 @@ def iter_records(source_dir: str, work_dir: str) -> Iterator[dict]:
                 f"archive for split '{split}' has no directory {os.path.basename(image_dir)}/")
         try:
             for key, example in builder._generate_examples(**kwargs):
-                yield {
-                    "tfds_split": split,
-                    "image_path": example["image"],
-                    "image_id": f"{split}/{example['id']}",
-                    "class_id": label_feature.str2int(example["label"]),
-                    "class_name": example["label"],
-                    "bbox": None if example["bbox"] is None else tuple(example["bbox"]),
-                }
+                yield records.record(
+                    image_path=example["image"], image_id=f"{split}/{example['id']}",
+                    class_id=label_feature.str2int(example["label"]),
+                    class_name=example["label"], bbox=example["bbox"], source_split=split,
+                    file_name=f"cars_{split}/{os.path.basename(example['image'])}")
         except KeyError as e:
             raise Cars196SourceError(
                 f"split '{split}': annotation names image {e.args[0]!r}, which is not in "

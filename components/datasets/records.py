@@ -3,7 +3,7 @@
 A source (``components/cars196/tfds_source.py``, ``components/datasets/<name>.py``)
 parses its dataset's list and annotation files in the ExampleGen driver process
 (cheap) and yields one record per image; Beam then reads, checks and encodes the
-image (``components/cars196/examples.py``). Records are plain dicts so that Beam
+image (``components/example_gen/examples.py``). Records are plain dicts so that Beam
 can pickle them; the keys are the ``RECORD_*`` constants below.
 
 Class ids: for datasets whose own protocol fixes the split (SOP, In-shop, a user's
@@ -30,6 +30,7 @@ SOURCE_SPLIT = "source_split"      # the original files' split: train/test, trai
 PROTOCOL_SPLIT = "protocol_split"  # "train" | "eval" by the dataset's protocol; None: class ranges
 EVAL_ROLE = "eval_role"            # "query" | "gallery" | "" (all-vs-all)
 SUPER_CLASS = "super_class"        # e.g. SOP's "bicycle"; "" when the dataset has none
+FILE_NAME = "file_name"            # the file as the user knows it (archive member); messages
 
 # The box of a dataset without boxes: the whole image.
 WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
@@ -44,10 +45,12 @@ class DatasetSourceError(ValueError):
 
 def record(image_path: str, image_id: str, class_id: int, class_name: str,
            bbox=WHOLE_IMAGE, source_split: str = "", protocol_split: str | None = None,
-           eval_role: str = "", super_class: str = "", bbox_pixels=None) -> dict:
+           eval_role: str = "", super_class: str = "", bbox_pixels=None,
+           file_name: str | None = None) -> dict:
     """One record with every key set (the one way sources build them).
 
     Give ``bbox_pixels`` (and no ``bbox``) when the box is known in pixels only.
+    ``file_name`` (default: the image id) names the file in messages, e.g. a corrupt one.
     """
     if bbox_pixels is not None:
         bbox = None
@@ -55,7 +58,8 @@ def record(image_path: str, image_id: str, class_id: int, class_name: str,
             CLASS_NAME: class_name, BBOX: None if bbox is None else tuple(map(float, bbox)),
             BBOX_PIXELS: None if bbox_pixels is None else tuple(map(float, bbox_pixels)),
             SOURCE_SPLIT: source_split, PROTOCOL_SPLIT: protocol_split,
-            EVAL_ROLE: eval_role, SUPER_CLASS: super_class}
+            EVAL_ROLE: eval_role, SUPER_CLASS: super_class,
+            FILE_NAME: image_id if file_name is None else file_name}
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Cars196ExampleGen: TFX's file-based ExampleGen with a TFDS cars196 executor.
+"""RetrievalExampleGen: TFX's file-based ExampleGen with a TFDS cars196 executor.
 
 Being a FileBasedExampleGen gives us TFX's own driver: the input files are
 fingerprinted (a changed archive invalidates the cache), and a ``{SPAN}``
@@ -12,10 +12,10 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
-from components.cars196 import executor
+from components.example_gen import executor
 
 
-class Cars196ExampleGen(FileBasedExampleGen):
+class RetrievalExampleGen(FileBasedExampleGen):
     """Ingests the four Cars196 files into class-disjoint train/valid/eval splits.
 
     Args:

@@ -1,10 +1,11 @@
-"""Beam executor of Cars196ExampleGen: TFDS parsing in, class-disjoint tf.Examples out.
+"""Beam executor of RetrievalExampleGen: a dataset's files in, class-disjoint tf.Examples out.
 
-TFDS's cars196 code parses the annotations (cheap, in the driver process);
-Beam does the heavy part in parallel: read every image, check that it
-decodes, build the tf.Example, route it to its retrieval split by class. The
-base ExampleGen executor writes the splits as gzip TFRecords in TFX's
-Examples layout; we then record the ingestion counts on the artifact.
+The dataset's source (``sources.SOURCE_MODULES``: TFDS's own code for Cars196 and SOP)
+parses the list and annotation files (cheap, in the driver process) and ``sources``
+assigns each image its retrieval split; Beam does the heavy part in parallel: read every
+image, check that it decodes, build the tf.Example. The base ExampleGen executor writes
+the splits as gzip TFRecords in TFX's Examples layout; we then record the ingestion
+counts on the artifact.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.cars196 import examples, tfds_source
-from core.config import retrieval_split
+from components.datasets.records import DatasetSourceError
+from components.example_gen import examples, sources
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "ingestion_summary.json"
@@ -35,14 +36,20 @@ def split_rule_from_exec_properties(exec_properties: dict[str, Any]) -> dict:
     proto_utils.json_to_proto(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY], custom)
     struct = struct_pb2.Struct()
     custom.custom_config.Unpack(struct)
-    return json_format.MessageToDict(struct)
+    rule = json_format.MessageToDict(struct)
+    # A Struct holds every number as a double: give back the integers.
+    options = rule["source_options"]
+    if "split_seed" in options:
+        options["split_seed"] = int(options["split_seed"])
+    rule["validation_classes"] = int(rule["validation_classes"])
+    return rule
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-    """Cars196 from local archives via TFDS, split by class for retrieval."""
+    """A retrieval dataset from its original local files, split by class."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        raise NotImplementedError("Cars196 splits by class: see GenerateExamplesByBeam")
+        raise NotImplementedError("retrieval datasets split by class: see GenerateExamplesByBeam")
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]):
         input_config = example_gen_pb2.Input()
@@ -55,22 +62,21 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         rule = split_rule_from_exec_properties(exec_properties)
         work_dir = self._get_tmp_dir()
 
-        log.info("Cars196ExampleGen: parsing annotations in %s with TFDS's cars196 builder",
-                 source_dir)
-        keyed, dropped = [], 0
-        for record in tfds_source.iter_records(source_dir, work_dir):
-            split = retrieval_split(record["class_id"] + 1, rule["train_classes"],
-                                    rule["eval_classes"], rule["validation_classes"])
-            if split is None:
-                dropped += 1
-            else:
-                keyed.append((split, record))
+        dataset = rule["dataset"]
+        log.info("RetrievalExampleGen: parsing the %s files in %s", dataset, source_dir)
+        keyed, left_out = sources.assign_splits(
+            sources.iter_records(dataset, source_dir, work_dir, rule["source_options"]), rule)
         if not keyed:
-            raise tfds_source.Cars196SourceError(
-                f"no annotated image of {source_dir} falls in the configured class ranges "
-                f"{rule['train_classes']} / {rule['eval_classes']}")
-        log.info("Cars196ExampleGen: %d annotated images in the configured classes "
-                 "(%d outside them), reading and encoding with Beam", len(keyed), dropped)
+            where = (f"the configured class ranges {rule['train_classes']} / "
+                     f"{rule['eval_classes']}" if rule["train_classes"] else "any split")
+            raise DatasetSourceError(
+                f"no annotated image of {source_dir} falls in {where} ({dataset})")
+        log.info("RetrievalExampleGen: %d annotated images to read (%d outside the configured "
+                 "classes, %d single-image classes and %d queries without a gallery image "
+                 "skipped), reading and encoding with Beam", len(keyed),
+                 left_out.outside_classes, left_out.single_image_classes,
+                 left_out.queries_without_gallery)
+        dropped = left_out.outside_classes
 
         split_names = list(rule["output_splits"])
         encoded = (
@@ -90,7 +96,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
          | "SummarySeed" >> beam.Create([None])
          | "WriteSummary" >> beam.Map(
              lambda _, c, bad: examples.write_json(
-                 {"counts": dict(c), "corrupt": sorted(bad), "outside_classes": dropped},
+                 {"counts": dict(c), "corrupt": sorted(bad), "outside_classes": dropped,
+                  "single_image_classes": left_out.single_image_classes,
+                  "queries_without_gallery": left_out.queries_without_gallery},
                  summary_path),
              c=beam.pvalue.AsSingleton(counts), bad=beam.pvalue.AsSingleton(corrupt)))
 
@@ -110,8 +118,10 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             examples_artifact.set_int_custom_property(
                 f"num_examples_{split}", int(summary["counts"].get(split, 0)))
         examples_artifact.set_int_custom_property("corrupt_images", len(summary["corrupt"]))
+        for key in ("single_image_classes", "queries_without_gallery"):
+            examples_artifact.set_int_custom_property(key, int(summary[key]))
         examples_artifact.set_string_custom_property("corrupt_files", ",".join(summary["corrupt"]))
-        log.info("Cars196ExampleGen: wrote %s; skipped %d corrupt image(s)%s",
+        log.info("RetrievalExampleGen: wrote %s; skipped %d corrupt image(s)%s",
                  ", ".join(f"{s}={n}" for s, n in sorted(summary["counts"].items())),
                  len(summary["corrupt"]),
                  (": " + ", ".join(summary["corrupt"])) if summary["corrupt"] else "")

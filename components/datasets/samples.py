@@ -1,0 +1,31 @@
+"""``cgd sample-data --dataset NAME``: the sample generator of each dataset, by name.
+
+Each writes small data in exactly its dataset's original layout (archives, list files,
+naming), readable by the same source code as the real files.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from core.names import DATASETS
+
+SAMPLE_MODULES = {
+    "cars196": "components.cars196.sample_data",
+    "cub200": "components.datasets.cub200_sample",
+    "sop": "components.datasets.sop_sample",
+    "inshop": "components.datasets.inshop_sample",
+    "folder": "components.datasets.folder_sample",
+}
+assert set(SAMPLE_MODULES) == set(DATASETS)
+
+
+def make_sample_data(dataset: str, out_dir: str, num_classes: int, images_per_class: int,
+                     seed: int = 0, corrupt: int = 0, progress=None):
+    """Write ``dataset``'s sample into ``out_dir``; returns the generator's summary (its
+    ``num_valid`` and ``corrupt`` are common to all)."""
+    if dataset not in SAMPLE_MODULES:
+        raise ValueError(f"unknown dataset {dataset!r} (expected one of {list(SAMPLE_MODULES)})")
+    module = importlib.import_module(SAMPLE_MODULES[dataset])
+    return module.make_sample_data(out_dir, num_classes, images_per_class, seed=seed,
+                                   corrupt=corrupt, progress=progress)

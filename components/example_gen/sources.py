@@ -1,0 +1,105 @@
+"""The dataset sources by ``data.dataset`` name, and the retrieval split of their records.
+
+A source parses its dataset's original files into records
+(``components/datasets/records.py``); which images go to train, valid and eval is decided
+here, in one place for every dataset:
+
+* class-range datasets (cars196, cub200): the configured 1-based class ranges
+  (``core.config.retrieval_split``), the last ``validation_classes`` training classes
+  held out as 'valid';
+* protocol datasets (sop, inshop, folder): the record's ``protocol_split``; the training
+  classes are numbered 0..T-1, so the last ``validation_classes`` of them are held out.
+
+A class needs two images to be retrieved: a class with a single image in its split is
+skipped and counted (for In-shop, a query whose item has no gallery image), never silently
+scored as a miss.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+from typing import Iterable, Iterator
+
+from components.datasets import records as R
+from components.datasets.records import DatasetSourceError
+from core.config import retrieval_split
+
+# data.dataset -> the module whose iter_records(source_dir, work_dir, **options) parses it.
+SOURCE_MODULES = {
+    "cars196": "components.cars196.tfds_source",
+    "cub200": "components.datasets.cub200",
+    "sop": "components.datasets.sop",
+    "inshop": "components.datasets.inshop",
+    "folder": "components.datasets.folder",
+}
+
+
+def iter_records(dataset: str, source_dir: str, work_dir: str,
+                 options: dict | None = None) -> Iterator[dict]:
+    """The records of ``dataset``'s files in ``source_dir`` (archives extracted to work_dir)."""
+    if dataset not in SOURCE_MODULES:
+        raise ValueError(f"unknown dataset {dataset!r} (expected one of {list(SOURCE_MODULES)})")
+    source = importlib.import_module(SOURCE_MODULES[dataset])
+    return source.iter_records(source_dir, work_dir, **(options or {}))
+
+
+# Images outside the configured class ranges; classes skipped for having a single image in
+# their split (one image each); In-shop queries skipped for having no gallery image.
+SplitCounts = collections.namedtuple(
+    "SplitCounts", "outside_classes single_image_classes queries_without_gallery")
+
+
+def assign_splits(records: Iterable[dict], rule: dict) -> tuple[list[tuple[str, dict]],
+                                                              SplitCounts]:
+    """(split, record) for every record that is retrieved, and what was left out.
+
+    ``rule`` is ``DataConfig.split_rule()``. Raises DatasetSourceError when the held-out
+    validation classes would leave no training class.
+    """
+    records = list(records)
+    keyed, outside = [], 0
+    if rule["train_classes"] is not None:  # class ranges
+        for record in records:
+            split = retrieval_split(record[R.CLASS_ID] + 1, rule["train_classes"],
+                                    rule["eval_classes"], rule["validation_classes"])
+            if split is None:
+                outside += 1
+            else:
+                keyed.append((split, record))
+    else:
+        train_classes = {r[R.CLASS_ID] for r in records if r[R.PROTOCOL_SPLIT] == "train"}
+        held_out = int(rule["validation_classes"])
+        if train_classes and held_out >= len(train_classes):
+            raise DatasetSourceError(
+                f"data.validation_classes is {held_out} but the {rule['dataset']} source has "
+                f"only {len(train_classes)} training classes: at least one must stay for "
+                f"training")
+        first_valid = len(train_classes) - held_out
+        for record in records:
+            if record[R.PROTOCOL_SPLIT] == "eval":
+                keyed.append(("eval", record))
+            elif record[R.PROTOCOL_SPLIT] == "train":
+                keyed.append(("valid" if record[R.CLASS_ID] >= first_valid else "train", record))
+            else:
+                raise DatasetSourceError(
+                    f"{rule['dataset']} record {record[R.IMAGE_ID]!r} has no protocol split")
+    return _retrievable(keyed, outside)
+
+
+def _retrievable(keyed: list[tuple[str, dict]], outside: int):
+    """Drop what cannot be retrieved: single-image classes, queries without a gallery."""
+    per_class = collections.Counter((split, r[R.CLASS_ID]) for split, r in keyed
+                                    if r[R.EVAL_ROLE] == "")
+    gallery = {r[R.CLASS_ID] for split, r in keyed if r[R.EVAL_ROLE] == "gallery"}
+    singles = {key for key, n in per_class.items() if n < 2}
+    kept, no_gallery = [], 0
+    for split, record in keyed:
+        role = record[R.EVAL_ROLE]
+        if role == "" and (split, record[R.CLASS_ID]) in singles:
+            continue
+        if role == "query" and record[R.CLASS_ID] not in gallery:
+            no_gallery += 1
+            continue
+        kept.append((split, record))
+    return kept, SplitCounts(outside, len(singles), no_gallery)
