@@ -44,7 +44,7 @@ def register(subparsers) -> None:
         description="A PNG grid of images of a split, padded to square with "
                     "transform.pad_value and resized to transform.image_size exactly as the "
                     "Transform component does, with a gap between tiles; each tile is "
-                    "captioned with its 1-based Cars196 class id (the examples' 0-based "
+                    "captioned with its 1-based class id (the examples' 0-based "
                     "label + 1).")
     _common(data, split="train")
     data.add_argument("--out", default="data_grid.png", help="output PNG (default: %(default)s)")
@@ -185,13 +185,14 @@ def resolve_examples_dir(cfg, examples: str | None, config_path: str | None = No
 
 
 def _load(args):
-    """(config, examples dir, images, 0-based labels, ids) of the requested split."""
+    """(config, examples dir, images, 0-based labels, ids, roles) of the requested split
+    (roles: query/gallery per image for In-shop's protocol, else None)."""
     from core.config import load_config
     cfg = load_config(args.config)
     examples = resolve_examples_dir(cfg, args.examples, args.config)
     from components.recall_evaluator.embedding import read_eval_images
     try:
-        images, labels, ids = read_eval_images(examples, args.split)
+        images, labels, ids, roles = read_eval_images(examples, args.split)
     except FileNotFoundError as e:
         splits = sorted(d[len("Split-"):] for d in os.listdir(examples)
                         if d.startswith("Split-"))
@@ -199,7 +200,7 @@ def _load(args):
                  "it holds no Split-*/ directory (an Examples artifact dir is "
                  "<pipeline root>/<name>/RetrievalExampleGen/examples/<id>)")
         raise _error(f"{e}; {there}") from None
-    return cfg, examples, images, labels, ids
+    return cfg, examples, images, labels, ids, roles
 
 
 def _embed(model_dir: str, images) -> np.ndarray:
@@ -235,15 +236,16 @@ def format_table(result: dict) -> str:
 def analyze(args: argparse.Namespace) -> int:
     from components.recall_evaluator.metrics import retrieval_metrics
     model_dir, layout = model_layout(args.model)
-    cfg, examples, images, labels, _ = _load(args)
+    cfg, examples, images, labels, _, roles = _load(args)
     embeddings = _embed(model_dir, images)
     try:
         result = retrieval_metrics(embeddings, labels, ks=tuple(cfg.evaluator.recall_ks),
-                                   block_size=cfg.evaluator.block_size)
+                                   block_size=cfg.evaluator.block_size, roles=roles)
     except ValueError as e:  # e.g. no class with two images in the split
         raise _error(f"split '{args.split}' of {examples}: {e}") from None
     print(f"model:    {model_dir} ({layout})")
-    print(f"examples: {examples} (split '{args.split}')")
+    print(f"examples: {examples} (split '{args.split}', "
+          f"{'all-vs-all' if roles is None else 'queries searched in the gallery'})")
     print(format_table(result))
     if args.json:
         _parent_dir(args.json)
@@ -306,7 +308,7 @@ def visualize_data(args: argparse.Namespace) -> int:
 
     from components.preprocessing import image_ops
     _positive(args.count, "--count")
-    cfg, examples, images, labels, _ = _load(args)
+    cfg, examples, images, labels, *_ = _load(args)
     count = min(args.count, len(images))
     chosen = np.sort(np.random.default_rng(0).choice(len(images), size=count, replace=False))
     size = cfg.transform.image_size
@@ -314,7 +316,7 @@ def visualize_data(args: argparse.Namespace) -> int:
     squares = image_ops.preprocess_bytes(tf.constant([images[i] for i in chosen]), size,
                                          cfg.transform.pad_value).numpy()
     title = (f"{count} images of the {args.split} split as the Transform outputs them "
-             f"({size}x{size} px); under each: its Cars196 class id")
+             f"({size}x{size} px); under each: its {cfg.data.dataset} class id")
     grid = draw_grid(squares, [int(labels[i]) + 1 for i in chosen], title)
     _parent_dir(args.out)
     grid.save(args.out, format="PNG")
@@ -328,14 +330,14 @@ def visualize_rankings(args: argparse.Namespace) -> int:
     from components.recall_evaluator.ranking_picture import write_rankings
     _positive(args.queries, "--queries")
     model_dir, layout = model_layout(args.model)
-    _, examples, images, labels, ids = _load(args)
+    _, examples, images, labels, ids, roles = _load(args)
     if len(images) < 2:
         raise _error(f"split '{args.split}' of {examples} has {len(images)} image(s); "
                      f"rankings need at least 2")
     embeddings = _embed(model_dir, images)
     os.makedirs(args.out_dir, exist_ok=True)
     png, html = write_rankings(args.out_dir, embeddings, labels, images, ids, args.queries,
-                               split=args.split)
+                               split=args.split, roles=roles)
     print(f"wrote {png} and {html} ({min(args.queries, len(images))} queries of split "
           f"'{args.split}', model {model_dir}: {layout})")
     return 0

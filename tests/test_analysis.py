@@ -46,7 +46,7 @@ def test_analyze_prints_a_table_and_writes_the_evaluator_metrics(exported, tmp_p
     printed = capsys.readouterr().out
     got = json.loads(out.read_text())
 
-    images, labels, _ = read_eval_images(latest_output(cfg, "RetrievalExampleGen", "examples"),
+    images, labels, *_ = read_eval_images(latest_output(cfg, "RetrievalExampleGen", "examples"),
                                          "eval")
     embeddings = embed_with_signature(str(model_dir / "Format-Serving"), images)
     expected = retrieval_metrics(embeddings, labels, ks=tuple(cfg.evaluator.recall_ks))
@@ -196,7 +196,7 @@ def test_visualize_rankings_writes_png_and_html(exported, tmp_path, capsys):
     with Image.open(png) as picture:
         assert picture.format == "PNG" and picture.size[0] > picture.size[1] > 0
     page = html.read_text()
-    assert "rankings.png" in page and "image id (Cars196 archive file)" in page
+    assert "rankings.png" in page and "image id (the dataset's file name)" in page
     assert "eval split" in page
     assert cgd(["visualize", "rankings", "--config", str(config_path), "--model",
                 str(model_dir), "--queries", "0"]) == 1

@@ -90,3 +90,29 @@ def test_remote_storage_urls_are_kept_as_is():
                              "pipeline": {"serving_dir": "s3://models/serving"}})
     assert cfg.data.source_dir == "gs://bucket/cars196"
     assert cfg.pipeline.serving_dir == "s3://models/serving"
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"dataset": "imagenet"}, "data.dataset"),
+    ({"dataset": "cub200", "train_classes": [1, 201]}, "data.train_classes"),
+    ({"dataset": "sop", "train_classes": [1, 10]}, "data.train_classes"),
+    ({"dataset": "cars196", "labels_csv": "labels.csv"}, "data.labels_csv"),
+    ({"dataset": "folder", "eval_fraction": 1.0}, "data.eval_fraction"),
+])
+def test_dataset_settings_are_checked_naming_the_key(data, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(None, {"data": data})
+
+
+def test_each_class_range_dataset_has_its_standard_split_and_others_split_by_protocol():
+    cub = load_config(None, {"data": {"dataset": "cub200"}}).data
+    assert (cub.train_range, cub.eval_range) == ([1, 100], [101, 200])
+    assert cub.num_train_classes == 100 - cub.validation_classes
+    sop = load_config(None, {"data": {"dataset": "sop"}}).data
+    assert sop.train_range is None and sop.split_rule()["train_classes"] is None
+
+
+def test_the_cropped_protocol_needs_a_dataset_with_boxes():
+    with pytest.raises(ConfigError, match="'transform.crop' bbox needs bounding boxes.*'sop'"):
+        load_config(None, {"data": {"dataset": "sop"}, "transform": {"crop": "bbox"}})
+    assert load_config(None, {"data": {"dataset": "cub200"}, "transform": {"crop": "bbox"}})

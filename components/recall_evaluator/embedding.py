@@ -8,29 +8,43 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from core.names import (EMBEDDING_OUTPUT, IMAGE_ID_KEY, IMAGE_KEY, IMAGES_INPUT, LABEL_KEY,
-                        SERVING_SIGNATURE)
+from core.names import (EMBEDDING_OUTPUT, EVAL_ROLE_KEY, IMAGE_ID_KEY, IMAGE_KEY, IMAGES_INPUT,
+                        LABEL_KEY, SERVING_SIGNATURE)
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64
 
 
-def read_eval_images(examples_uri: str, split: str) -> tuple[list[bytes], np.ndarray, list[str]]:
-    """Encoded image bytes, 0-based labels and ids of one split of raw Examples."""
+class EvalImages(NamedTuple):
+    """One split of raw Examples: encoded images, 0-based labels, ids, and the roles
+    ("query"/"gallery" per image for In-shop's protocol; None: all-vs-all)."""
+    images: list[bytes]
+    labels: np.ndarray
+    ids: list[str]
+    roles: Optional[np.ndarray]
+
+
+def read_eval_images(examples_uri: str, split: str) -> EvalImages:
+    """The images, labels, ids and evaluation roles of one split of raw Examples."""
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         raise FileNotFoundError(f"no examples in split '{split}' under {examples_uri}")
-    images, labels, ids = [], [], []
+    images, labels, ids, roles = [], [], [], []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
         feature = tf.train.Example.FromString(record).features.feature
         images.append(feature[IMAGE_KEY].bytes_list.value[0])
         labels.append(feature[LABEL_KEY].int64_list.value[0])
         ids.append(feature[IMAGE_ID_KEY].bytes_list.value[0].decode())
-    return images, np.asarray(labels, np.int64), ids
+        # Examples written before the role feature existed are all-vs-all.
+        role = feature[EVAL_ROLE_KEY].bytes_list.value if EVAL_ROLE_KEY in feature else [b""]
+        roles.append(role[0].decode())
+    return EvalImages(images, np.asarray(labels, np.int64), ids,
+                      np.asarray(roles) if any(roles) else None)
 
 
 def embed_with_signature(model_dir: str, images: list[bytes]) -> np.ndarray:

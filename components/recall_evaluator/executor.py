@@ -46,14 +46,16 @@ class Executor(stock_evaluator.Executor):
                  f"version {serving.version} ({serving.path})" if serving else
                  "none yet (the first model is judged on the threshold alone)")
 
-        images, labels, ids = embedding.read_eval_images(examples.uri, split)
-        log.info("RecallEvaluator: %d images of %d classes in split '%s'", len(labels),
-                 len(np.unique(labels)), split)
+        images, labels, ids, roles = embedding.read_eval_images(examples.uri, split)
+        log.info("RecallEvaluator: %d images of %d classes in split '%s'%s", len(labels),
+                 len(np.unique(labels)), split,
+                 "" if roles is None else f" ({int(np.sum(roles == 'query'))} queries searched "
+                                          f"in a gallery of {int(np.sum(roles != 'query'))})")
         embeddings = embedding.embed_with_signature(candidate_dir, images)
         base_embeddings = (embedding.embed_with_signature(baseline.path, images)
                            if baseline is not None else None)
         result, verdict = judge(ev, labels, embeddings, base_embeddings,
-                                candidate_is_baseline=candidate_is_baseline)
+                                candidate_is_baseline=candidate_is_baseline, roles=roles)
         result.update(blessed=verdict.blessed, reason=verdict.reason, split=split,
                       candidate_model=model.uri,
                       baseline_model=baseline.path if baseline is not None else None,
@@ -65,7 +67,7 @@ class Executor(stock_evaluator.Executor):
         io_utils.write_string_file(os.path.join(evaluation.uri, "verdict.txt"),
                                    verdict.reason + "\n")
         ranking_picture.write_rankings(evaluation.uri, embeddings, labels, images, ids,
-                                       ev.ranking_queries, split=split)
+                                       ev.ranking_queries, split=split, roles=roles)
 
         # What the stock Pusher (and LatestBlessedModelStrategy) read.
         blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,

@@ -398,7 +398,7 @@ def render_rankings(query_images: Sequence, neighbour_images: Sequence, matches,
 
 
 THUMB = 96
-IMAGE_ID_HEADING = "image id (Cars196 archive file)"
+IMAGE_ID_HEADING = "image id (the dataset's file name)"
 
 
 def square_thumbnail(image_bytes: bytes, size: int = THUMB) -> np.ndarray:
@@ -413,31 +413,55 @@ def square_thumbnail(image_bytes: bytes, size: int = THUMB) -> np.ndarray:
 def archive_id_note(split: Optional[str] = None) -> str:
     """What the image ids of the HTML page are (they read like split names, but are not)."""
     queries = f"these queries of the {split} split" if split else "the queries"
-    return ("Image ids are the Cars196 archive file names: train/00063 is "
+    return ("Image ids are the dataset's own file names (for Cars196, train/00063 is "
             "cars_train/00063.jpg in cars_train.tgz, test/00063 is cars_test/00063.jpg in "
-            "cars_test.tgz. The retrieval split "
-            f"is by class, not by archive, so {queries} and their neighbours come from both "
-            "archives: a train/ id does not mean training data. Class ids are the 1-based "
-            "Cars196 class ids (1-196).")
+            "cars_test.tgz). The retrieval split "
+            f"is by class, not by the original files' split, so {queries} and their "
+            "neighbours can come from any of them: a train/ id does not mean training data. "
+            "Class ids are the dataset's 1-based class ids (Cars196: 1-196).")
+
+
+def _ranked_rows(x: np.ndarray, queries: int, k: int, roles):
+    """(neighbour rows [q, k], distances [q, k], chosen query rows [q]): a seeded sample of
+    the queries and each one's k nearest gallery images other than itself."""
+    from components.recall_evaluator import metrics
+    rng = np.random.default_rng(0)
+    if roles is None:
+        chosen = np.sort(rng.choice(len(x), size=min(queries, len(x)), replace=False))
+        index, distance = metrics.nearest_neighbours(x, x, k=min(k, len(x) - 1),
+                                                     exclude_self=True)
+        return index[chosen], distance[chosen], chosen
+    roles = np.asarray(roles).astype(str)
+    query_rows = np.flatnonzero(roles != "gallery")
+    gallery_rows = np.flatnonzero(roles != "query")
+    chosen = np.sort(rng.choice(query_rows, size=min(queries, len(query_rows)), replace=False))
+    # One more than k: a query that is also in the gallery finds itself first.
+    index, distance = metrics.nearest_neighbours(x[chosen], x[gallery_rows],
+                                                 k=min(k + 1, len(gallery_rows)))
+    rows, dists = [], []
+    for q, row, dist in zip(chosen, gallery_rows[index], distance):
+        keep = row != q
+        rows.append(row[keep][:k])
+        dists.append(dist[keep][:k])
+    width = min(len(r) for r in rows)
+    return (np.stack([r[:width] for r in rows]), np.stack([d[:width] for d in dists]), chosen)
 
 
 def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, k: int = 8,
-                   split: Optional[str] = None):
+                   split: Optional[str] = None, roles=None):
     """The ranking picture: a row per query, its top-k, matches marked, classes shown.
 
     ``labels`` are the examples' 0-based labels; the PNG and HTML show the
-    1-based Cars196 class id (label + 1). ``split`` only names the queries'
-    split in the page. Writes rankings.png and rankings.html into ``out_dir``
-    and returns their paths.
+    1-based class id (label + 1). ``split`` only names the queries' split in the
+    page. ``roles`` ("query"/"gallery"/"" per image, or None) restricts the rows to
+    queries and their neighbours to the gallery, as the metrics do. Writes
+    rankings.png and rankings.html into ``out_dir`` and returns their paths.
     """
-    from components.recall_evaluator import metrics
-    rng = np.random.default_rng(0)
-    chosen = np.sort(rng.choice(len(labels), size=min(queries, len(labels)), replace=False))
-    index, distance = metrics.nearest_neighbours(
-        embeddings, embeddings, k=min(k, len(labels) - 1), exclude_self=True)
-    index, distance = index[chosen], distance[chosen]
+    index, distance, chosen = _ranked_rows(np.asarray(embeddings), queries, k, roles)
     class_id = [int(label) + 1 for label in labels]
     what = f"{len(chosen)} queries of the {split} split" if split else f"{len(chosen)} queries"
+    if roles is not None:
+        what += ", searched in its gallery"
     return render_rankings(
         query_images=[square_thumbnail(images[q]) for q in chosen],
         neighbour_images=[[square_thumbnail(images[j]) for j in row] for row in index],

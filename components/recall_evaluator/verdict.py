@@ -115,7 +115,7 @@ def _with_intervals(values: dict, intervals: dict) -> dict:
 
 
 def judge(ev: EvaluatorConfig, labels, candidate_embeddings, production_embeddings=None, *,
-          candidate_is_baseline: bool = False) -> tuple[dict, Verdict]:
+          candidate_is_baseline: bool = False, roles=None) -> tuple[dict, Verdict]:
     """Metrics with bootstrap intervals, the paired difference, and the verdict.
 
     Args:
@@ -126,6 +126,8 @@ def judge(ev: EvaluatorConfig, labels, candidate_embeddings, production_embeddin
       production_embeddings: [N, D'] production's embeddings of the SAME images
         in the same order, or None (no model in production, or the candidate
         is production: ``candidate_is_baseline``).
+      roles: [N] "query" / "gallery" / "" per image (In-shop's protocol: queries
+        searched against the gallery only), or None: every image queries all others.
 
     One kNN pass per model gives the means and the per-query vectors; one set
     of bootstrap replicates over the eval queries gives every interval and the
@@ -135,16 +137,18 @@ def judge(ev: EvaluatorConfig, labels, candidate_embeddings, production_embeddin
     """
     ks = tuple(sorted(set(ev.recall_ks) | {1}))
     candidate = metrics.per_query_metrics(candidate_embeddings, labels, ks=ks,
-                                          block_size=ev.block_size)
+                                          block_size=ev.block_size, roles=roles)
     result = {"candidate": candidate.summary(metrics.nmi(candidate_embeddings, labels))}
+    protocol = "all-vs-all" if candidate.num_gallery is None else "query/gallery"
     base = None
     if production_embeddings is not None:
         base = metrics.per_query_metrics(production_embeddings, labels, ks=ks,
-                                         block_size=ev.block_size)
+                                         block_size=ev.block_size, roles=roles)
         result["baseline"] = base.summary(metrics.nmi(production_embeddings, labels))
     cmp = significance.compare(candidate.values, base.values if base else None,
                                confidence=ev.confidence_level, samples=ev.bootstrap_samples)
-    result["candidate"] = _with_intervals(result["candidate"], cmp.candidate)
+    result["candidate"] = dict(_with_intervals(result["candidate"], cmp.candidate),
+                               protocol=protocol)
     comparison = None
     if base is not None:
         result["baseline"] = _with_intervals(result["baseline"], cmp.baseline)
