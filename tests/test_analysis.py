@@ -196,7 +196,7 @@ def test_visualize_rankings_writes_png_and_html(exported, tmp_path, capsys):
     with Image.open(png) as picture:
         assert picture.format == "PNG" and picture.size[0] > picture.size[1] > 0
     page = html.read_text()
-    assert "rankings.png" in page and "image id (the dataset's file name)" in page
+    assert "rankings.png" in page and "image id (file name in the dataset)" in page
     assert "eval split" in page
     assert cgd(["visualize", "rankings", "--config", str(config_path), "--model",
                 str(model_dir), "--queries", "0"]) == 1

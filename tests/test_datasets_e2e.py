@@ -147,5 +147,5 @@ def test_inshop_is_evaluated_query_against_gallery(runs):
     queries = sum(feature(e, "eval_role")[0] == b"query" for e in rows)
     gallery = sum(feature(e, "eval_role")[0] == b"gallery" for e in rows)
     candidate = metrics["candidate"]
-    assert candidate["protocol"] == "query/gallery"
+    assert metrics["protocol"] == "query/gallery"
     assert candidate["num_queries"] == queries and candidate["num_gallery"] == gallery

@@ -114,7 +114,7 @@ def test_ranking_png_has_one_caption_per_tile_with_class_and_distance(rankings):
 def test_ranking_html_shows_class_ids_and_says_what_the_ids_are(rankings):
     page = open(rankings["html"], encoding="utf-8").read()
     labels, ids = rankings["labels"], rankings["ids"]
-    assert "image id (the dataset's file name)" in page
+    assert "image id (file name in the dataset)" in page
     assert "cars_train.tgz" in page and "does not mean training data" in page
     assert "eval split" in page
     chosen = np.sort(np.random.default_rng(0).choice(12, size=3, replace=False))

@@ -170,3 +170,18 @@ def test_judge_is_deterministic():
     x, labels, rng = clustered(5, num_classes=12)
     other = x + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
     assert judge(evaluator(), labels, other, x) == judge(evaluator(), labels, other, x)
+
+
+def test_query_gallery_roles_reach_both_models_metrics(no_kmeans):
+    """In-shop's protocol: half of each class queries, the other half is the gallery."""
+    from components.recall_evaluator import metrics
+    x, labels, rng = clustered(5)
+    roles = np.where(np.arange(labels.size) % 2 == 0, "query", "gallery")
+    worse = x + 0.5 * rng.standard_normal(x.shape).astype(np.float32)
+    result, _ = judge(evaluator(), labels, worse, x, roles=roles)
+    assert result["protocol"] == "query/gallery"
+    for side, emb in (("candidate", worse), ("baseline", x)):
+        expected = metrics.recall_at_k(emb, labels, ks=(1,), roles=roles)[1]
+        assert result[side]["recall@1"] == pytest.approx(expected)
+        assert result[side]["num_queries"] == 400 and result[side]["num_gallery"] == 400
+    assert judge(evaluator(), labels, x)[0]["protocol"] == "all-vs-all"

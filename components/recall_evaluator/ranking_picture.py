@@ -398,7 +398,7 @@ def render_rankings(query_images: Sequence, neighbour_images: Sequence, matches,
 
 
 THUMB = 96
-IMAGE_ID_HEADING = "image id (the dataset's file name)"
+IMAGE_ID_HEADING = "image id (file name in the dataset)"
 
 
 def square_thumbnail(image_bytes: bytes, size: int = THUMB) -> np.ndarray:

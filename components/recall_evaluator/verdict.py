@@ -132,7 +132,8 @@ def judge(ev: EvaluatorConfig, labels, candidate_embeddings, production_embeddin
     One kNN pass per model gives the means and the per-query vectors; one set
     of bootstrap replicates over the eval queries gives every interval and the
     paired difference candidate - production. Recall@1 is always computed (it
-    decides). Returns (the metrics.json fields "candidate", "baseline" and
+    decides). Returns (the metrics.json fields "protocol" (all-vs-all or query/gallery),
+    "candidate", "baseline" and
     "difference" (with a baseline only), "significance"; the Verdict).
     """
     ks = tuple(sorted(set(ev.recall_ks) | {1}))
@@ -147,8 +148,8 @@ def judge(ev: EvaluatorConfig, labels, candidate_embeddings, production_embeddin
         result["baseline"] = base.summary(metrics.nmi(production_embeddings, labels))
     cmp = significance.compare(candidate.values, base.values if base else None,
                                confidence=ev.confidence_level, samples=ev.bootstrap_samples)
-    result["candidate"] = dict(_with_intervals(result["candidate"], cmp.candidate),
-                               protocol=protocol)
+    result["candidate"] = _with_intervals(result["candidate"], cmp.candidate)
+    result["protocol"] = protocol
     comparison = None
     if base is not None:
         result["baseline"] = _with_intervals(result["baseline"], cmp.baseline)
