@@ -1,6 +1,7 @@
 """Every dataset end to end: its sample data in the original layout, through the same
 pipeline (RetrievalExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, Transform,
-a few Trainer steps; In-shop also the RecallEvaluator, query against gallery).
+a few Trainer steps, the RecallEvaluator: In-shop query against gallery, the others
+all-vs-all).
 
 One LocalDagRunner run per dataset, shared by the tests of that dataset (module fixture).
 Cars196 has its own, deeper tests (test_pipeline_data.py and the end-to-end tests).
@@ -66,9 +67,7 @@ def _run(dataset, root):
     cfg = small_config(root, root / "source", data=dict(DATA[dataset], dataset=dataset),
                        trainer=TRAINER)
     pipeline = create_pipeline(cfg)
-    # In-shop goes on to the evaluator (query/gallery); the others stop after training.
-    upto = 7 if dataset == "inshop" else 6
-    pipeline.components = create_components(cfg)[:upto]
+    pipeline.components = create_components(cfg)[:7]  # up to the RecallEvaluator
     tfx.orchestration.LocalDagRunner().run(pipeline)
     return dataset, cfg, summary
 
@@ -129,6 +128,16 @@ def test_transform_and_a_few_training_steps_run(dataset_run):
     assert glob.glob(os.path.join(transformed, "Split-train", "*.gz")), dataset
     model = latest_output(cfg, "Trainer", "model")
     assert glob.glob(os.path.join(model, "**", "saved_model.pb"), recursive=True), dataset
+
+
+def test_each_dataset_is_evaluated_with_its_protocol(dataset_run):
+    dataset, cfg, _ = dataset_run
+    with open(os.path.join(latest_output(cfg, "RecallEvaluator", "evaluation"),
+                           "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["protocol"] == ("query/gallery" if dataset == "inshop" else "all-vs-all")
+    assert 0.0 <= metrics["candidate"]["recall@1"] <= 1.0
+    assert metrics["candidate"]["num_queries"] > 0
 
 
 def test_inshop_eval_examples_carry_query_and_gallery_roles(runs):
