@@ -73,8 +73,10 @@ def test_sample_data_small_job_prints_one_line(tmp_path):
                          "--images-per-class", "2", timeout=60)
     assert code == 0 and out == ""
     assert len(err) == 1, "\n".join(err)
-    assert re.fullmatch(rf"{LOG_LINE}cgd: sample-data: wrote {re.escape(str(tmp_path / 'data'))}:"
-                        r" 4 train \+ 4 test annotated images \(0 corrupt\)", err[0]), err[0]
+    out_dir = re.escape(str(tmp_path / "data"))
+    assert re.fullmatch(rf"{LOG_LINE}cgd: sample-data: wrote cars196 sample data to {out_dir}: "
+                        rf"8 valid images \(0 corrupt\); run the pipeline with data.dataset: "
+                        rf"cars196 and data.source_dir: {out_dir}", err[0]), err[0]
 
 
 def test_sample_data_progress_only_for_a_long_job(caplog):
