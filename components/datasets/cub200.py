@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from components.cars196.tfds_source import Cars196SourceError, _LocalFiles
 from components.datasets import records
+from components.datasets import source_dir as source_dir_lib
 from components.datasets.records import DatasetSourceError
 
 ARCHIVE = "CUB_200_2011.tgz"
@@ -56,18 +57,8 @@ LIST_FILES = (IMAGES_TXT, LABELS_TXT, SPLIT_TXT, BOXES_TXT, CLASSES_TXT)
 
 def check_source_dir(source_dir: str) -> dict[str, str]:
     """Paths of the CUB-200-2011 files in ``source_dir``, or an error naming what was found."""
-    if not tf.io.gfile.isdir(source_dir):
-        raise DatasetSourceError(
-            f"CUB-200-2011 source directory {source_dir} does not exist; it must hold "
-            f"{', '.join(FILES)}")
-    found = sorted(tf.io.gfile.listdir(source_dir))
-    missing = [f for f in FILES if f not in found]
-    if missing:
-        raise DatasetSourceError(
-            f"CUB-200-2011 source directory {source_dir} is missing {', '.join(missing)}. "
-            f"Expected {', '.join(FILES)} (Caltech's release); found: "
-            f"{', '.join(found) if found else 'nothing'}")
-    return {f: os.path.join(source_dir, f) for f in FILES}
+    return source_dir_lib.check_source_dir(source_dir, "CUB-200-2011", FILES,
+                                           f"{', '.join(FILES)} (Caltech's release)")
 
 
 def extract(source_dir: str, work_dir: str) -> str:

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from components.datasets import records
 from components.datasets.records import DatasetSourceError
+from components.datasets.source_dir import summarize_names
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,6 @@ class FolderListing:
     images: list[tuple[str, str, str]]
     ignored: list[str]
     empty_classes: list[str] = dataclasses.field(default_factory=list)
-
-
-def _found(names: list[str], limit: int = 12) -> str:
-    if not names:
-        return "nothing"
-    shown = ", ".join(names[:limit])
-    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
 def _is_url(path: str) -> bool:
@@ -112,7 +106,7 @@ def check_source_dir(source_dir: str, labels_csv: str | None = None) -> dict[str
         if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
             raise DatasetSourceError(
                 f"folder source: labels_csv {path} does not exist; expected a CSV with the "
-                f"header path,label (found in {source_dir}: {_found(found)})")
+                f"header path,label (found in {source_dir}: {summarize_names(found)})")
         return {"source_dir": source_dir, "labels_csv": path}
     if not found:
         raise DatasetSourceError(f"folder source directory {source_dir} is empty; it must hold "
@@ -124,7 +118,7 @@ def check_source_dir(source_dir: str, labels_csv: str | None = None) -> dict[str
         hint = f" (for the CSV form, set the option labels_csv, e.g. to {csvs[0]})" if csvs else ""
         raise DatasetSourceError(
             f"folder source directory {source_dir} has no class folders; expected {EXPECTED}"
-            f"{hint}; found: {_found(found)}")
+            f"{hint}; found: {summarize_names(found)}")
     return {"source_dir": source_dir}
 
 
@@ -216,7 +210,7 @@ def list_images(source_dir: str, labels_csv: str | None = None) -> FolderListing
     if not listing.images:
         raise DatasetSourceError(
             f"folder source {where}: no .jpg, .jpeg or .png image in any class folder "
-            f"(skipped {len(listing.ignored)} other file(s): {_found(listing.ignored)})")
+            f"(skipped {len(listing.ignored)} other file(s): {summarize_names(listing.ignored)})")
     by_id: dict[str, str] = {}
     for path, image_id, _ in listing.images:
         # x.jpg and x.png would share an id: ids must be unique, and stable (so not
@@ -273,7 +267,7 @@ def iter_records(source_dir: str, work_dir: str, labels_csv: str | None = None,
     if len(ids) < 2:
         raise DatasetSourceError(
             f"folder source {where}: a class-disjoint train/eval split needs at least 2 "
-            f"classes, found {len(ids)} ({_found(sorted(ids))})")
+            f"classes, found {len(ids)} ({summarize_names(sorted(ids))})")
     if not train or not evaluation:
         side, other = ("evaluation", "training") if not train else ("training", "evaluation")
         raise DatasetSourceError(
@@ -284,9 +278,9 @@ def iter_records(source_dir: str, work_dir: str, labels_csv: str | None = None,
              "eval_fraction=%s, split_seed=%d); skipped %d file(s) that are hidden or not "
              ".jpg/.jpeg/.png%s%s", where, len(listing.images), len(ids), len(train),
              len(evaluation), eval_fraction, split_seed, len(listing.ignored),
-             f" ({_found(listing.ignored, 5)})" if listing.ignored else "",
+             f" ({summarize_names(listing.ignored, 5)})" if listing.ignored else "",
              f"; {len(listing.empty_classes)} folder(s) without images are not classes: "
-             f"{_found(listing.empty_classes, 5)}" if listing.empty_classes else "")
+             f"{summarize_names(listing.empty_classes, 5)}" if listing.empty_classes else "")
     ordered = sorted(listing.images, key=lambda image: (ids[image[2]][0], image[1]))
     for path, image_id, name in ordered:
         class_id, split = ids[name]

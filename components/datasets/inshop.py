@@ -37,6 +37,7 @@ from typing import Iterator
 import tensorflow as tf
 
 from components.datasets import records
+from components.datasets import source_dir as source_dir_lib
 from components.datasets.records import DatasetSourceError
 
 log = logging.getLogger(__name__)
@@ -52,33 +53,20 @@ STATUSES = ("train", "query", "gallery")
 EXTRACT_DIR = "inshop_images"
 
 
-def _found(names: list[str], limit: int = 12) -> str:
-    if not names:
-        return "nothing"
-    shown = ", ".join(names[:limit])
-    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
-
-
 def check_source_dir(source_dir: str) -> dict[str, str]:
     """Paths of the In-shop files in ``source_dir`` (the bbox list only when present),
     or an error naming the directory, the expected files and what was found."""
     expected = (f"{IMAGES_ZIP} and {PARTITION_FILE} (from the benchmark's Img/ and Eval/ "
-                f"folders), optionally {BBOX_FILE} (from Anno/)")
-    if not tf.io.gfile.isdir(source_dir):
-        raise DatasetSourceError(
-            f"In-shop source directory {source_dir} does not exist; it must hold {expected}")
-    found = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(source_dir))
-    missing = [name for name in FILES if name not in found]
-    if missing:
-        hint = ""
+                f"folders), optionally {BBOX_FILE} (from Anno/), directly in it")
+
+    def hint(found):
+        # The benchmark's download keeps them in sub-folders; we read them flat.
         if {"Img", "Eval", "Anno"} & set(found):
-            # The benchmark's download keeps them in sub-folders; we read them flat.
-            hint = " (copy them out of the benchmark's Img/, Eval/ and Anno/ folders)"
-        raise DatasetSourceError(
-            f"In-shop source directory {source_dir} is missing {', '.join(missing)}. "
-            f"Expected {expected} directly in it{hint}; found: {_found(found)}")
-    paths = {name: os.path.join(source_dir, name) for name in FILES}
-    if BBOX_FILE in found:
+            return " (copy them out of the benchmark's Img/, Eval/ and Anno/ folders)"
+        return ""
+
+    paths = source_dir_lib.check_source_dir(source_dir, "In-shop", FILES, expected, hint)
+    if tf.io.gfile.exists(os.path.join(source_dir, BBOX_FILE)):
         paths[BBOX_FILE] = os.path.join(source_dir, BBOX_FILE)
     return paths
 

@@ -44,6 +44,7 @@ from tensorflow_datasets.datasets.stanford_online_products import (
     stanford_online_products_dataset_builder as tfds_sop)
 
 from components.datasets import records
+from components.datasets import source_dir as source_dir_lib
 from components.datasets.records import DatasetSourceError
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,8 @@ SPLITS = {"train": ("Ebay_train.txt", "train", "train"),
 
 def check_source_dir(source_dir: str) -> dict[str, str]:
     """Paths of the SOP files in ``source_dir``, or an error naming what was found."""
-    if not tf.io.gfile.isdir(source_dir):
-        raise DatasetSourceError(
-            f"Stanford Online Products source directory {source_dir} does not exist; it "
-            f"must hold {', '.join(FILES)}")
-    found = sorted(tf.io.gfile.listdir(source_dir))
-    missing = [f for f in FILES if f not in found]
-    if missing:
-        raise DatasetSourceError(
-            f"Stanford Online Products source directory {source_dir} is missing "
-            f"{', '.join(missing)}. Expected {', '.join(FILES)} (Stanford's release); found: "
-            f"{', '.join(found) if found else 'nothing'}")
-    return {f: os.path.join(source_dir, f) for f in FILES}
+    return source_dir_lib.check_source_dir(source_dir, "Stanford Online Products", FILES,
+                                           f"{', '.join(FILES)} (Stanford's release)")
 
 
 class _LocalZip:
