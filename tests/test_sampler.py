@@ -1,4 +1,6 @@
 """P x K sampling invariants, determinism and augmentation."""
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -71,3 +73,34 @@ def test_augmentation_keeps_range_and_flip_mirrors():
         assert (out == images[0].numpy()).all() or (out == images[0].numpy()[:, ::-1]).all()
     cropped = sampler.augment(images, tf.constant([3, 4], tf.int64), True, False).numpy()
     assert cropped.shape == (4, 8, 8, 3) and cropped.min() >= 0 and cropped.max() <= 255
+
+
+def _previous_pk_index_batches(labels, p, k, seed, start_step=0):
+    """pk_index_batches as it was before the class grouping became one sort."""
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    usable = sorted(c for c, idx in by_class.items() if len(idx) >= 2)
+    for step in itertools.count(start_step):
+        rng = np.random.default_rng([seed, step])
+        classes = rng.choice(usable, size=p, replace=False)
+        yield np.concatenate([
+            rng.choice(by_class[c], size=k, replace=len(by_class[c]) < k) for c in classes])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_index_stream_is_unchanged_so_older_runs_resume_identically(seed):
+    labels = np.random.default_rng(seed).permutation(_image_set(seed, n_classes=12).labels)
+    new = sampler.pk_index_batches(labels, 4, 3, seed, start_step=5)
+    old = _previous_pk_index_batches(labels, 4, 3, seed, start_step=5)
+    for a, b in itertools.islice(zip(new, old), 30):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_image_set_with_a_wrong_count_is_an_error(tmp_path):
+    data = _image_set(5)
+    sampler.write_examples(str(tmp_path / "a.gz"), data.images, data.labels)
+    loaded = sampler.load_image_set(str(tmp_path / "a.gz"), 8, count=len(data))
+    np.testing.assert_array_equal(loaded.images, data.images)
+    np.testing.assert_array_equal(loaded.labels, data.labels)
+    for wrong in (len(data) - 1, len(data) + 1):
+        with pytest.raises(ValueError, match="counted"):
+            sampler.load_image_set(str(tmp_path / "a.gz"), 8, count=wrong)

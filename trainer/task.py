@@ -215,25 +215,35 @@ def checkpoint_dir(root: str, job: TrainerJob, train_files) -> str:
 
 
 def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
-          backup_dir: str | None = None):
-    """Build and fit the model; returns (keras model, ValidationRecall callback)."""
+          backup_dir: str | None = None, cache_dir: str | None = None):
+    """Build and fit the model; returns (keras model, ValidationRecall callback).
+
+    The training split is held in memory when it fits in
+    ``trainer.sampler_memory_budget_mb``, else streamed from a local cache under
+    ``cache_dir`` (default: the system temp dir, ``TMPDIR``), removed when training
+    completes (kept after a failure: a rerun reuses it). The classification head has
+    one output per distinct class id of the training split, in sorted order.
+    """
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = choose_strategy()
     t = job.trainer
     tf_keras.utils.set_random_seed(t.seed)
     stored = job.transform.image_size
     size = t.input_size or stored  # the model's input: a crop of the stored image
-    train_set = sampler.load_image_set(train_files, stored)
+    train_set = sampler.open_training_set(train_files, stored, t.sampler_memory_budget_mb,
+                                          cache_dir)
     valid_set = sampler.load_image_set(valid_files, stored)
     crop = size if size < stored else 0
     selection_dir = backup_dir and backup_dir + "-selection"
     # A resumed run continues the P x K and augmentation streams where it stopped.
     start_step = ValidationRecall.completed_epochs(selection_dir) * t.steps_per_epoch
-    label_offset = job.first_class - 1
-    num_classes = job.num_classes
+    # The head's classes come from the data (any dataset's numbering): class id ->
+    # its position among the split's sorted distinct ids (for a contiguous range, the
+    # id minus the first one).
+    classes = np.unique(train_set.labels)
+    num_classes = len(classes)
     log.info("training on %d images of %d classes, validating on %d images of %d classes",
-             len(train_set), len(np.unique(train_set.labels)), len(valid_set),
-             len(np.unique(valid_set.labels)))
+             len(train_set), num_classes, len(valid_set), len(np.unique(valid_set.labels)))
     policy = set_precision(t.mixed_precision)
     if t.freeze_batchnorm and t.backbone_weights == "none":
         log.warning("trainer.freeze_batchnorm with a randomly initialised backbone freezes "
@@ -247,7 +257,7 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
         pipeline_id = context.input_pipeline_id if context else 0
         return sampler.pk_dataset(train_set, t.classes_per_batch, t.images_per_class,
                                   t.seed + 1000 * pipeline_id, t.random_crop, t.random_flip,
-                                  label_offset, crop, start_step)
+                                  crop_size=crop, start_step=start_step, classes=classes)
 
     if strategy.num_replicas_in_sync > 1:
         dataset = strategy.distribute_datasets_from_function(replica_dataset)
@@ -272,6 +282,7 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
         callbacks.append(tf_keras.callbacks.BackupAndRestore(backup_dir))
     model.fit(dataset, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch,
               callbacks=callbacks, verbose=2)
+    train_set.release()  # the streaming cache; after a failure it stays for the rerun
     tf_keras.mixed_precision.set_global_policy("float32")
     return model, validation
 
