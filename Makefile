@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 PYTEST_ARGS ?=
 
-.PHONY: env demo test bench clean
+.PHONY: env demo test bench bench-scale clean
 
 env: $(STAMP)
 
@@ -36,6 +36,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py --quick
 	$(PY) benchmarks/serving.py --quick
 	$(PY) benchmarks/recall.py --quick
+
+# The data path at Cars196 scale (docs/benchmarks.md): real-size archives generated once
+# into out/bench/, RetrievalExampleGen and Transform with 2 and 1 Beam workers against
+# plain single-process loops, peak memory of every component.
+bench-scale: $(STAMP)
+	$(PY) benchmarks/data_path.py
 
 clean:
 	rm -rf $(VENV) out

@@ -192,8 +192,12 @@ class TransformConfig:
     pad_value: list[int]
     crop: str
     crop_margin: float
+    compression_level: int
 
     def check(self, err):
+        if not 0 <= self.compression_level <= 9:
+            err("compression_level", f"must be a gzip level in [0, 9], got "
+                f"{self.compression_level}")
         if not 16 <= self.image_size <= 1024:
             err("image_size", f"must be in [16, 1024], got {self.image_size}")
         if len(self.pad_value) != 3 or not all(0 <= v <= 255 for v in self.pad_value):

@@ -15,9 +15,11 @@ import os
 from pathlib import Path
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 import components.example_gen
 from components.example_gen.component import RetrievalExampleGen
+from components.preprocessing import transform_executor
 from components.recall_evaluator.component import RecallEvaluator
 from core import names
 from core.config import Config, TrainerJob
@@ -60,6 +62,11 @@ def create_components(cfg: Config, root: str | None = None,
     schema_gen = tfx.components.ImportSchemaGen(schema_file=RAW_SCHEMA)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    # TFX's Transform with our executor (components/preprocessing/transform_executor.py: the
+    # transformed pixels written at transform.compression_level, local Beam settings). No statistics: the
+    # raw examples are checked by StatisticsGen + ExampleValidator, and TFDV's statistics of
+    # serialized pixel blobs (their byte length) would cost a second read of the training
+    # split and about half of Transform's Beam pipeline, for nobody to read.
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -67,10 +74,13 @@ def create_components(cfg: Config, root: str | None = None,
         custom_config={"image_size": cfg.transform.image_size,
                        "pad_value": list(cfg.transform.pad_value),
                        "crop": cfg.transform.crop, "crop_margin": cfg.transform.crop_margin,
+                       transform_executor.COMPRESSION_LEVEL_KEY: cfg.transform.compression_level,
                        names.CODE_FINGERPRINT_KEY: code_fingerprint("components/preprocessing")},
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=cfg.data.output_splits),
+        disable_statistics=True,
     )
+    transform.executor_spec = executor_spec.BeamExecutorSpec(transform_executor.Executor)
     # Model selection uses the held-out 'valid' classes; without a hold-out, the
     # training split itself (documented: selection is then optimistic).
     selection_split = "valid" if cfg.data.validation_classes else "train"

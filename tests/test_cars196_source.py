@@ -1,13 +1,16 @@
 """Sample archives in the real layout, parsed by TFDS's own cars196 code; bad input."""
 import hashlib
+import io
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 
 from components.cars196 import tfds_source
+from components.datasets import archive
 from components.cars196.sample_data import make_sample_data
 from core.names import CARS196_FILES
 from tests.conftest import SAMPLE
@@ -43,6 +46,48 @@ def test_sample_data_is_deterministic_for_a_seed(tmp_path):
     assert da["cars_train.tgz"] != dc["cars_train.tgz"]
 
 
+def test_real_size_images_follow_cars196s_size_distribution():
+    """--real-size: long side 400-1,000 px around 700; mostly 4:3 to 16:9 landscape, a few
+    wider, a few portrait."""
+    from components.datasets.synthetic import image_size
+    rng = np.random.default_rng(0)
+    sizes = np.array([image_size(rng, real_size=True) for _ in range(4000)])
+    width, height = sizes[:, 0], sizes[:, 1]
+    long_side = np.maximum(width, height)
+    assert long_side.min() >= 400 and long_side.max() <= 1000
+    assert 650 <= np.median(long_side) <= 750
+    assert np.percentile(long_side, 10) < 600 and np.percentile(long_side, 90) > 800
+    aspect = long_side / np.minimum(width, height)
+    landscape = width > height
+    assert 0.02 < 1 - landscape.mean() < 0.08             # portrait: about 5%
+    usual = landscape & (aspect >= 4 / 3 - 0.01) & (aspect <= 16 / 9 + 0.01)
+    assert 0.85 < usual.mean() < 0.95                      # 4:3 to 16:9 landscape: about 90%
+    assert aspect.max() <= 2.0 + 0.01 and aspect.min() >= 4 / 3 - 0.01
+
+
+def test_real_size_sample_is_photo_sized_and_independent_of_the_process_count(
+        tmp_path, monkeypatch):
+    """Photo-sized JPEGs of about Cars196's file size (55 KB on average); the classes are
+    drawn in parallel processes, each from its own random stream, so the archives are
+    byte-identical whatever the number of processes."""
+    from PIL import Image
+    a = make_sample_data(tmp_path / "a", 3, 6, seed=1, real_size=True)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    b = make_sample_data(tmp_path / "b", 3, 6, seed=1, real_size=True)
+    assert _digests(sample_data_dir(a)) == _digests(sample_data_dir(b))
+    sizes, lengths = [], []
+    for name in ("cars_train.tgz", "cars_test.tgz"):
+        with tarfile.open(sample_data_dir(a) / name) as tar:
+            for member in tar:
+                if member.isfile():
+                    data = tar.extractfile(member).read()
+                    lengths.append(len(data))
+                    sizes.append(Image.open(io.BytesIO(data)).size)
+    assert len(sizes) == a.num_valid == 18
+    assert all(400 <= max(s) <= 1000 for s in sizes)
+    assert 35_000 < np.mean(lengths) < 90_000
+
+
 def test_images_vary_in_size_aspect_and_mode(sample_data, tmp_path):
     from PIL import Image
     with tarfile.open(sample_data_dir(sample_data) / "cars_train.tgz") as tar:
@@ -65,18 +110,97 @@ def test_tfds_parsing_round_trips_every_annotation(sample_data, tmp_path):
     records = list(tfds_source.iter_records(sample_data.out_dir, str(tmp_path)))
     expected = ({("train", f, c) for f, c in sample_data.train}
                 | {("test", f, c) for f, c in sample_data.test})
-    got = {(r["source_split"], r["image_path"].rsplit("/", 1)[1], r["class_id"] + 1)
+    got = {(r["source_split"], r["file_name"].rsplit("/", 1)[1], r["class_id"] + 1)
            for r in records}
+    assert {r["file_name"].split("/")[0] for r in records} == {"cars_train", "cars_test"}
     assert got == expected and len(records) == len(expected)
     assert len({r["image_id"] for r in records}) == len(records)
     names = {r["class_id"]: r["class_name"] for r in records}
     assert names[0] == "AM General Hummer SUV 2000"  # TFDS's class names, 0-based ids
-    valid = [r for r in records if r["bbox"] is not None]
-    assert len(valid) >= sample_data.num_valid
-    boxes = np.array([r["bbox"] for r in valid])
-    assert ((boxes >= 0) & (boxes <= 1)).all()
+    # No image is opened in the driver: every box stays in pixels, as annotated.
+    assert all(r["bbox"] is None for r in records)
+    boxes = np.array([r["bbox_pixels"] for r in records])
+    assert (boxes >= 1).all()
     assert (boxes[:, 0] < boxes[:, 2]).all() and (boxes[:, 1] < boxes[:, 3]).all()
+    mat = scipy.io.loadmat(Path(sample_data.out_dir) / "cars_test_annos_withlabels.mat")
+    annotated = {f"test/{a['fname'].item().split('.')[0]}":
+                 tuple(float(a[k].item()) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+                 for a in mat["annotations"][0]}
+    assert {r["image_id"]: r["bbox_pixels"] for r in records
+            if r["source_split"] == "test"} == annotated
     assert SAMPLE["num_classes"] == len(names)
+
+
+def test_boxes_normalised_in_beam_agree_with_tfds_own_parsing(tmp_path):
+    """TFDS's own returnBbox (which opens every image for its size) and ours (pixel boxes
+    from the same .mat fields, normalised by the size Beam decodes) give the same boxes."""
+    from tensorflow_datasets.image_classification import cars196
+
+    from components.example_gen import examples
+
+    summary = make_sample_data(tmp_path / "src", 4, 6, seed=3)  # no corrupt file: TFDS aborts
+    records = {r["image_id"]: r for r in tfds_source.iter_records(
+        summary.out_dir, str(tmp_path / "a"), images_in_archive=True)}
+    # TFDS's version needs image files: the builder's other mode writes them out.
+    builder = tfds_source.LocalCars196(summary.out_dir, str(tmp_path / "b"))
+    compared = 0
+    for split, kwargs in builder.split_gen_kwargs().items():
+        image_dict = builder.returnImageDict(kwargs["data_dir_path"])
+        theirs = cars196.Cars196.returnBbox(builder, kwargs["data_annotations_path"], image_dict)
+        for name, box in theirs.items():
+            record = records[f"{split}/{name}"]
+            image = archive.read_image(record["image_path"])  # as the Beam stage reads it
+            assert image == Path(image_dict[name]).read_bytes()
+            reason, size = examples._decode_check(image)
+            assert reason is None
+            assert examples.normalised_box(record["bbox_pixels"], *size) == tuple(box)
+            compared += 1
+    assert compared == summary.num_valid == len(records)
+
+
+def test_images_stay_in_the_inflated_archives(sample_data, tmp_path):
+    """ExampleGen's mode: one .tar per archive and no file per image; every record reads
+    back the bytes the original archive holds."""
+    in_archive = list(tfds_source.iter_records(sample_data.out_dir, str(tmp_path / "a"),
+                                               images_in_archive=True))
+    as_files = {r["image_id"]: r for r in tfds_source.iter_records(sample_data.out_dir,
+                                                                   str(tmp_path / "b"))}
+    assert all(r["image_path"].startswith(archive.MEMBER_SCHEME) for r in in_archive)
+    assert not list((tmp_path / "a").rglob("*.jpg"))
+    originals = {}
+    for name in ("cars_train.tgz", "cars_test.tgz"):
+        with tarfile.open(sample_data_dir(sample_data) / name) as tar:
+            originals.update({m.name: tar.extractfile(m).read() for m in tar if m.isfile()})
+    for r in in_archive:
+        assert archive.read_image(r["image_path"]) == originals[r["file_name"]]
+        other = as_files[r["image_id"]]
+        assert Path(other["image_path"]).read_bytes() == originals[r["file_name"]]
+        assert {k: v for k, v in r.items() if k != "image_path"} == \
+            {k: v for k, v in other.items() if k != "image_path"}
+
+
+def test_an_image_archive_without_its_directory_is_named(sample_data, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(sample_data.out_dir, source)
+    with tarfile.open(source / "cars_train.tgz", "w:gz") as tar:
+        info = tarfile.TarInfo("elsewhere/00001.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(tfds_source.Cars196SourceError, match="no archive has a directory "
+                                                             "cars_train/"):
+        list(tfds_source.iter_records(str(source), str(tmp_path / "work"),
+                                      images_in_archive=True))
+
+
+def test_a_truncated_archive_is_named(sample_data, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(sample_data.out_dir, source)
+    data = (source / "cars_test.tgz").read_bytes()
+    (source / "cars_test.tgz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(tfds_source.Cars196SourceError, match="cars_test.tgz: the gzip stream "
+                                                             "is truncated"):
+        list(tfds_source.iter_records(str(source), str(tmp_path / "work"),
+                                      images_in_archive=True))
 
 
 def test_missing_directory_lists_the_four_files(tmp_path):

@@ -77,3 +77,34 @@ def test_serialize_round_trip_is_exact():
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8))
     back = image_ops.parse_images(image_ops.serialize_images(images), 8)
     assert (back.numpy() == images.numpy()).all()
+
+
+def _previous_pad_and_resize(image: tf.Tensor, size: int, pad_value):
+    """The first implementation (int32 shift by the fill, tf.pad, float32 resize), kept as
+    the reference the faster one must equal bit for bit: stored data and served models
+    must not change with it. Returns (square, resized)."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    side = tf.maximum(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    fill = tf.cast(tf.reshape(tf.constant(pad_value), [1, 1, -1]), tf.int32)
+    padded = tf.pad(tf.cast(image, tf.int32) - fill,
+                    [[top, side - height - top], [left, side - width - left], [0, 0]])
+    square = tf.cast(padded + fill, image.dtype)
+    resized = tf.image.resize(tf.cast(square, tf.float32), [size, size],
+                              method=tf.image.ResizeMethod.BILINEAR, antialias=True)
+    return square, tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+@pytest.mark.parametrize("h, w", [(480, 640), (450, 800), (700, 525), (333, 1000), (1, 7),
+                                  (7, 1), (5, 5), (101, 37), (252, 252)])
+def test_pad_and_resize_equal_the_previous_implementation_exactly(h, w):
+    fill = [124, 116, 104]
+    image = tf.constant(np.random.default_rng(h * w).integers(0, 256, (h, w, 3))
+                        .astype(np.uint8))
+    for size in (252, 32):
+        square, resized = _previous_pad_and_resize(image, size, fill)
+        np.testing.assert_array_equal(image_ops.pad_to_square(image, fill).numpy(),
+                                      square.numpy())
+        np.testing.assert_array_equal(image_ops.preprocess_pixels(image, size, fill).numpy(),
+                                      resized.numpy())

@@ -9,7 +9,9 @@ data, so tests and the demo use archives made here:
     cars_test_annos_withlabels.mat  annotations: bbox_x1, bbox_y1, bbox_x2, bbox_y2, class, fname
 
 Images are real JPEGs of varied sizes and aspect ratios (landscape, portrait,
-some grayscale, one CMYK), drawn so that each class has its own look (body
+some grayscale, one CMYK): small by default (long side 96-240 px, for tests and
+the demo), or real-photo sized with ``real_size`` (long side 400-1,000 px, mostly
+4:3 to 16:9 landscape, about 55 KB each: Cars196's sizes, for benchmarks), drawn so that each class has its own look (body
 colour, shape, stripes, wheels) with intra-class variation (position, scale,
 colour jitter, background). Like the original, each class is split about
 half/half between the TFDS train and test files. Output is byte-identical for
@@ -18,8 +20,10 @@ a seed (fixed tar/gzip metadata).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -28,7 +32,7 @@ import scipy.io
 from PIL import Image
 
 from components.datasets.synthetic import (class_look, corrupt_bytes, draw_object, encode,
-                                          image_size, write_tgz)
+                                          image_size, texture_tile, write_tgz)
 
 ANNOTATION_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 
@@ -77,15 +81,53 @@ def _mat_bytes(variables: dict) -> bytes:
     return bytes(data)
 
 
+def _draw_class(look, count: int, rng: np.random.Generator, texture=None):
+    """``count`` encoded JPEGs of one class: [(bytes, 1-based inclusive bbox)]."""
+    images = []
+    for _ in range(count):
+        width, height = image_size(rng, texture is not None)
+        image, bbox = draw_object(look, rng, width, height, texture)
+        mode = "L" if rng.uniform() < 0.1 else "RGB"
+        images.append((encode(image, mode, rng), bbox))
+    return images
+
+
+_TEXTURE = None
+
+
+def _draw_real_size_class(job):
+    """One class at real-photo sizes, in a worker process; its own random stream (from the
+    seed and the class id), so the output does not depend on the number of processes."""
+    global _TEXTURE
+    seed, class_id, look, count = job
+    if _TEXTURE is None:
+        _TEXTURE = texture_tile(np.random.default_rng([seed, 0]))
+    return _draw_class(look, count, np.random.default_rng([seed, class_id]), _TEXTURE)
+
+
+def _draw_real_size(seed: int, looks: dict, count: int, progress):
+    """Each class's images, in class order, drawn by one process per CPU core."""
+    jobs = [(seed, class_id, look, count) for class_id, look in looks.items()]
+    workers = min(len(jobs), os.cpu_count() or 1)
+    context = multiprocessing.get_context("spawn")  # no fork of a process running threads
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for done, images in enumerate(pool.map(_draw_real_size_class, jobs), start=1):
+            if progress:
+                progress(done, len(jobs))
+            yield images
+
+
 def make_sample_data(out_dir: str | os.PathLike, num_classes: int = 18,
                      images_per_class: int = 10, seed: int = 0, corrupt: int = 0,
-                     progress=None) -> SampleSummary:
+                     progress=None, real_size: bool = False) -> SampleSummary:
     """Write the four Cars196 files for ``num_classes`` classes into ``out_dir``.
 
     Each class gets ``images_per_class`` images, split half/half (odd counts
     favour train) between cars_train and cars_test. ``corrupt`` extra annotated
     files (alternately truncated JPEGs and non-image bytes) are added, half to
     each TFDS split. Classes use the first ``num_classes`` Cars196 class ids.
+    ``real_size``: real-photo sizes (``synthetic.image_size``); 196 classes x 83 images
+    is Cars196's scale (16,268 images, about 0.9 GB of archives).
     """
     if not 1 <= num_classes <= 196:
         raise ValueError(f"--classes must be in [1, 196], got {num_classes}")
@@ -100,17 +142,17 @@ def make_sample_data(out_dir: str | os.PathLike, num_classes: int = 18,
 
     files = {"train": [], "test": []}     # (fname, bytes)
     records = {"train": [], "test": []}   # (fname, class, bbox)
-    for class_id in range(1, num_classes + 1):
-        for i in range(images_per_class):
+    if real_size:  # photo-sized: the classes are drawn in parallel processes
+        drawn = _draw_real_size(seed, looks, images_per_class, progress)
+    else:
+        drawn = (_draw_class(looks[c], images_per_class, rng) for c in looks)
+    for class_id, images in zip(looks, drawn):
+        for i, (data, bbox) in enumerate(images):
             split = "train" if i < (images_per_class + 1) // 2 else "test"
-            width, height = image_size(rng)
-            image, bbox = draw_object(looks[class_id], rng, width, height)
-            roll = rng.uniform()
-            mode = "L" if roll < 0.1 else "RGB"
             fname = f"{len(files[split]) + 1:05d}.jpg"
-            files[split].append((fname, encode(image, mode, rng)))
+            files[split].append((fname, data))
             records[split].append((fname, class_id, bbox))
-        if progress:
+        if progress and not real_size:
             progress(class_id, num_classes)
     # One CMYK JPEG, as a few real Cars196 images are.
     fname, _ = files["train"][0]
@@ -125,8 +167,13 @@ def make_sample_data(out_dir: str | os.PathLike, num_classes: int = 18,
         records[split].append((fname, int(rng.integers(1, num_classes + 1)), (1, 1, 10, 10)))
         corrupt_names.append(f"cars_{split}/{fname}")
 
-    write_tgz(out / "cars_train.tgz", [(f"cars_train/{n}", b) for n, b in files["train"]])
-    write_tgz(out / "cars_test.tgz", [(f"cars_test/{n}", b) for n, b in files["test"]])
+    # Photo-sized archives: gzip's default level (9 gains nothing on JPEGs but time), the
+    # two written at the same time (zlib releases the GIL).
+    level = 6 if real_size else 9
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda split: write_tgz(
+            out / f"cars_{split}.tgz", [(f"cars_{split}/{n}", b) for n, b in files[split]],
+            level), ("train", "test")))
     from tensorflow_datasets.image_classification import cars196  # class names only
     class_names = np.array([[np.array([name]) for name in cars196._NAMES]], dtype=object)
     test_annos_unlabeled = _annotations(records["test"], with_class=False)

@@ -1,11 +1,18 @@
 """Beam executor of RetrievalExampleGen: a dataset's files in, class-disjoint tf.Examples out.
 
 The dataset's source (``sources.SOURCE_MODULES``: TFDS's own code for Cars196 and SOP)
-parses the list and annotation files (cheap, in the driver process) and ``sources``
-assigns each image its retrieval split; Beam does the heavy part in parallel: read every
-image, check that it decodes, build the tf.Example. The base ExampleGen executor writes
-the splits as gzip TFRecords in TFX's Examples layout; we then record the ingestion
-counts on the artifact.
+parses the list and annotation files (cheap, in the driver process; no image is opened)
+and ``sources`` assigns each image its retrieval split; Beam does the heavy part in
+parallel: read every image, check that it decodes, normalise its box, build the
+tf.Example, and write it, in the worker that built it, to its split's gzip TFRecords in
+TFX's Examples layout (``Split-<name>/data_tfrecord-*.gz``). We then record the
+ingestion counts on the artifact.
+
+Unlike TFX's base executor, the examples are not shuffled through the runner before
+writing (TFX's ``WriteSplit``): that moves every image through the orchestrating
+process, which holds them all at once on the DirectRunner. The order is already random
+(the records are spread over the workers by a hash) and no reader depends on it. JPEG
+bytes do not compress, so the gzip files store them (``tfrecords.STORED``).
 """
 
 from __future__ import annotations
@@ -13,21 +20,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
 from google.protobuf import json_format, struct_pb2
-from tfx.components.example_gen import base_example_gen_executor
+from tfx.components.example_gen import base_example_gen_executor, utils, write_split
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components.datasets.records import DatasetSourceError
-from components.example_gen import examples, sources
+from components.example_gen import examples, local_beam, sources, tfrecords
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "ingestion_summary.json"
+FILE_PREFIX = "data_tfrecord"  # TFX's name for ExampleGen's files
 
 
 def split_rule_from_exec_properties(exec_properties: dict[str, Any]) -> dict:
@@ -48,10 +58,15 @@ def split_rule_from_exec_properties(exec_properties: dict[str, Any]) -> dict:
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """A retrieval dataset from its original local files, split by class."""
 
+    def __init__(self, context=None):
+        with local_beam.no_tfx_package_for_direct_runner(context):
+            super().__init__(context)
+
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         raise NotImplementedError("retrieval datasets split by class: see GenerateExamplesByBeam")
 
-    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]):
+    def _keyed_records(self, exec_properties: dict[str, Any]):
+        """The driver's part: the source's records with their splits, and what was left out."""
         input_config = example_gen_pb2.Input()
         proto_utils.json_to_proto(
             exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
@@ -60,12 +75,11 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         source_dir = os.path.dirname(
             os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], pattern))
         rule = split_rule_from_exec_properties(exec_properties)
-        work_dir = self._get_tmp_dir()
-
         dataset = rule["dataset"]
         log.info("RetrievalExampleGen: parsing the %s files in %s", dataset, source_dir)
         keyed, left_out = sources.assign_splits(
-            sources.iter_records(dataset, source_dir, work_dir, rule["source_options"]), rule)
+            sources.iter_records(dataset, source_dir, self._get_tmp_dir(),
+                                 rule["source_options"]), rule)
         if not keyed:
             where = (f"the configured class ranges {rule['train_classes']} / "
                      f"{rule['eval_classes']}" if rule["train_classes"] else "any split")
@@ -76,17 +90,31 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                  "skipped), reading and encoding with Beam", len(keyed),
                  left_out.outside_classes, left_out.single_image_classes,
                  left_out.queries_without_gallery)
-        dropped = left_out.outside_classes
+        return rule, keyed, left_out
 
+    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any],
+                               parsed=None):
+        """{split: PCollection of serialized tf.Examples}; ``parsed``: ``_keyed_records``'s
+        result when the caller has it already."""
+        rule, keyed, left_out = parsed or self._keyed_records(exec_properties)
+        # Plain values only in what Beam ships to its workers (whose processes then import
+        # neither TFX nor TensorFlow: examples.py).
+        left = {"outside_classes": left_out.outside_classes,
+                "single_image_classes": left_out.single_image_classes,
+                "queries_without_gallery": left_out.queries_without_gallery}
         split_names = list(rule["output_splits"])
+        # One element holding every record: beam.Create of the records themselves infers a
+        # type for each of them when the pipeline is built (15 s for Cars196's 16,185).
         encoded = (
             pipeline
-            | "Records" >> beam.Create(keyed, reshuffle=False)
+            | "Records" >> beam.Create([pickle.dumps(keyed, protocol=pickle.HIGHEST_PROTOCOL)],
+                                       reshuffle=False)
+            | "Unpack" >> beam.FlatMap(pickle.loads)
             | "Spread" >> beam.Reshuffle()
             | "ReadAndEncode" >> beam.ParDo(examples.ReadAndEncode(rule["on_corrupt_image"]))
             .with_outputs(examples.ReadAndEncode.CORRUPT, main="examples"))
         # Counts per split and corrupt names, recorded on the artifact after the run.
-        summary_path = os.path.join(work_dir, SUMMARY_FILE)
+        summary_path = os.path.join(self._get_tmp_dir(), SUMMARY_FILE)
         counts = (encoded.examples
                   | "SplitKeys" >> beam.Keys()
                   | "CountPerSplit" >> beam.combiners.Count.PerElement()
@@ -96,10 +124,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
          | "SummarySeed" >> beam.Create([None])
          | "WriteSummary" >> beam.Map(
              lambda _, c, bad: examples.write_json(
-                 {"counts": dict(c), "corrupt": sorted(bad), "outside_classes": dropped,
-                  "single_image_classes": left_out.single_image_classes,
-                  "queries_without_gallery": left_out.queries_without_gallery},
-                 summary_path),
+                 {"counts": dict(c), "corrupt": sorted(bad), **left}, summary_path),
              c=beam.pvalue.AsSingleton(counts), bad=beam.pvalue.AsSingleton(corrupt)))
 
         partitions = encoded.examples | "BySplit" >> beam.Partition(
@@ -108,12 +133,42 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 for i, name in enumerate(split_names)}
 
     def Do(self, input_dict, output_dict, exec_properties):
-        super().Do(input_dict, output_dict, exec_properties)
+        """TFX's ExampleGen ``Do`` (split names, payload and file format on the artifact),
+        writing the splits without TFX's shuffle (module doc), then the ingestion counts."""
+        self._log_startup(input_dict, output_dict, exec_properties)
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        examples_artifact = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        examples_artifact.split_names = artifact_utils.encode_split_names(
+            utils.generate_output_split_names(input_config, output_config))
+
+        parsed = self._keyed_records(exec_properties)
+        self._beam_pipeline_args = local_beam.args_for_input_size(
+            self._beam_pipeline_args, len(parsed[1]))
+        with self._make_beam_pipeline() as pipeline:
+            splits = self.GenerateExamplesByBeam(pipeline, exec_properties, parsed)
+            for name, split in splits.items():
+                prefix = os.path.join(artifact_utils.get_split_uri(
+                    output_dict[standard_component_specs.EXAMPLES_KEY], name), FILE_PREFIX)
+                _ = split | f"WriteSplit[{name}]" >> tfrecords.WriteGzipTFRecords(
+                    prefix, tfrecords.STORED)
+
+        payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
+        for artifact in output_dict[standard_component_specs.EXAMPLES_KEY]:
+            if payload_format:
+                examples_utils.set_payload_format(artifact, payload_format)
+            if file_format:
+                examples_utils.set_file_format(artifact, write_split.to_file_format_str(file_format))
+
         summary_path = os.path.join(self._get_tmp_dir(), SUMMARY_FILE)
         with tf.io.gfile.GFile(summary_path) as f:
             summary = json.load(f)
-        examples_artifact = artifact_utils.get_single_instance(
-            output_dict[standard_component_specs.EXAMPLES_KEY])
         for split in artifact_utils.decode_split_names(examples_artifact.split_names):
             examples_artifact.set_int_custom_property(
                 f"num_examples_{split}", int(summary["counts"].get(split, 0)))

@@ -34,6 +34,10 @@ SOURCE_MODULES = {
     "folder": "components.datasets.folder",
 }
 
+# Sources that can leave the images inside their inflated archives (``archive.member_path``)
+# instead of writing a file per image: ExampleGen's Beam stage reads them there.
+IMAGES_IN_ARCHIVE = ("cars196",)
+
 
 def iter_records(dataset: str, source_dir: str, work_dir: str,
                  options: dict | None = None) -> Iterator[dict]:
@@ -41,7 +45,10 @@ def iter_records(dataset: str, source_dir: str, work_dir: str,
     if dataset not in SOURCE_MODULES:
         raise ValueError(f"unknown dataset {dataset!r} (expected one of {list(SOURCE_MODULES)})")
     source = importlib.import_module(SOURCE_MODULES[dataset])
-    return source.iter_records(source_dir, work_dir, **(options or {}))
+    options = dict(options or {})
+    if dataset in IMAGES_IN_ARCHIVE:
+        options["images_in_archive"] = True
+    return source.iter_records(source_dir, work_dir, **options)
 
 
 # Images outside the configured class ranges; classes skipped for having a single image in

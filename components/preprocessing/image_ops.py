@@ -5,9 +5,13 @@ pad to a centred square with a fill colour, resize to ``size`` x ``size``.
 
 The transformed image is kept as uint8 and stored as a serialized uint8
 tensor (``tf.io.serialize_tensor``), ``size*size*3`` bytes plus a ~20-byte
-header: 150 KB per example at 224 px (2.4 GB for 16k images before gzip),
-4x less than float32 (600 KB, 9.6 GB), and exact (no second lossy encoding).
-The backbone's own preprocessing (mean subtraction) happens inside the model.
+header: 190 KB per example at the stored 252 px (3.1 GB for Cars196's 16k
+images before gzip), 4x less than float32, and exact (no second lossy
+encoding): the Trainer and the evaluator's transform graph read it with
+``parse_images``, a copy, where a re-encoded JPEG would cost a decode per image
+and lose detail. Transform writes it at
+gzip level 1 (components/preprocessing/transform_executor.py). The backbone's
+own preprocessing (mean subtraction) happens inside the model.
 """
 
 from __future__ import annotations
@@ -34,17 +38,22 @@ def pad_to_square(image: tf.Tensor, pad_value) -> tf.Tensor:
     height, width = shape[0], shape[1]
     side = tf.maximum(height, width)
     top, left = (side - height) // 2, (side - width) // 2
-    fill = tf.cast(tf.reshape(tf.constant(pad_value), [1, 1, -1]), tf.int32)
-    # tf.pad only fills a scalar: pad the offset image with 0, then add the fill back.
-    shifted = tf.cast(image, tf.int32) - fill
-    padded = tf.pad(shifted, [[top, side - height - top], [left, side - width - left], [0, 0]])
-    return tf.cast(padded + fill, image.dtype)
+    fill = tf.cast(tf.reshape(tf.constant(pad_value), [1, 1, -1]), image.dtype)
+    # Bands of the fill colour around the image, in its own dtype: tf.pad only fills
+    # with a scalar, and shifting the image by the fill in int32 costs 4x the memory and
+    # several passes over a photo-sized image.
+    rows = tf.concat([tf.tile(fill, [top, width, 1]), image,
+                      tf.tile(fill, [side - height - top, width, 1])], axis=0)
+    return tf.concat([tf.tile(fill, [side, left, 1]), rows,
+                      tf.tile(fill, [side, side - width - left, 1])], axis=1)
 
 
 def resize_square(image: tf.Tensor, size: int) -> tf.Tensor:
     """uint8 [L, L, 3] -> uint8 [size, size, 3], bilinear with antialiasing."""
-    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size],
-                              method=tf.image.ResizeMethod.BILINEAR, antialias=True)
+    # The resize kernel reads uint8 directly (converting each pixel to float32 as a
+    # cast would, exactly): no float32 copy of the whole square first.
+    resized = tf.image.resize(image, [size, size], method=tf.image.ResizeMethod.BILINEAR,
+                              antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
