@@ -37,9 +37,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/serving.py --quick
 	$(PY) benchmarks/recall.py --quick
 
-# The data path at Cars196 scale (docs/benchmarks.md): real-size archives generated once
-# into out/bench/, RetrievalExampleGen and Transform with 2 and 1 Beam workers against
-# plain single-process loops, peak memory of every component.
+# The data path at Cars196 scale (docs/benchmarks.md, "Data path at Cars196 scale"):
+# real-size archives generated once into out/bench/; the whole pipeline with 2 Beam
+# workers and RetrievalExampleGen with 1, against plain single-process loops and a plain
+# model.fit; peak memory of every component.
 bench-scale: $(STAMP)
 	$(PY) benchmarks/data_path.py
 

@@ -1,36 +1,43 @@
-"""The data path at Cars196 scale: RetrievalExampleGen and Transform against plain loops.
+"""The data path at Cars196 scale: ExampleGen, Transform and Trainer against plain loops.
 
 Real-photo-sized Cars196 archives (``cgd sample-data --real-size``; by default 196
 classes x 83 images = 16,268 images, about 0.9 GB, like the real dataset), generated
 once and cached under ``out/bench/`` by their parameters. Each case runs in its own
-process, as `cgd pipeline run` runs the pipeline (pipeline/local_runner.py: TFX's
-LocalDagRunner in one orchestrating process, Beam's DirectRunner with the configured
-args, its worker processes under it):
+process, as `cgd pipeline run` runs the pipeline (TFX's LocalDagRunner in one
+orchestrating process, Beam's DirectRunner with the packaged ``pipeline.beam_args``):
 
-* ``whole pipeline, N worker(s)`` (the first run of each repetition): every component
-  through LocalDagRunner with ML Metadata, the packaged config with
-  ``--direct_num_workers=N`` and caching off, and a cheap Trainer (small backbone, 5
-  steps: it still loads the whole training split into memory); ``pipeline, N
-  worker(s)``: RetrievalExampleGen -> ImportSchemaGen -> Transform only. Each
-  component's time is from LocalDagRunner's own "Component X is running" to "is
-  finished" log lines, so it includes TFX's driver, ML Metadata and Beam's start-up.
-* ``plain ExampleGen loop``: the simplest correct single process over the same archives:
-  annotations from the ``.mat`` files, every image read from the tar and fully decoded
-  by PIL (the validity check), a ``tf.Example`` with the JPEG bytes, label and box, written
-  with ``tf.io.TFRecordWriter(..., "GZIP")``.
-* ``plain Transform loop``: the simplest correct single process over ExampleGen's output:
-  parse each raw example, PIL-decode (RGB), paste centred on a square of the pad colour,
-  resize to ``transform.image_size`` (PIL bilinear, antialiased), write a ``tf.Example``
-  with the uint8 pixels and the label with ``tf.io.TFRecordWriter(..., "GZIP")``.
+* ``whole pipeline, 2 workers``: every component through LocalDagRunner with ML
+  Metadata, the packaged config with ``--direct_num_workers=2`` and caching off; the
+  Trainer (``BENCH_TRAINER``) a small CGD model, one epoch of ``--trainer-steps`` steps,
+  its whole training split in memory. Each component's time is from LocalDagRunner's
+  own "Component X is running" to "is finished" log lines, so it includes TFX's driver,
+  ML Metadata and Beam's start-up.
+* ``RetrievalExampleGen, 1 worker``: ExampleGen alone, ``--direct_num_workers=1``.
+* ``plain ExampleGen loop`` (the issue's baseline): the simplest correct single process
+  over the same archives: annotations from the ``.mat`` files, every image read from the
+  tar and fully decoded by PIL (the validity check), a ``tf.Example`` with the JPEG
+  bytes, label and box, written with ``tf.io.TFRecordWriter(..., "GZIP")`` (level 6).
+  ``... ExampleGen's per-image work``: the same loop with ExampleGen's own check (a
+  1/8-scale JPEG decode) and the JPEG bytes stored (gzip level 0): what is left of the
+  ratio is the runner's doing.
+* ``plain Transform loop``: the simplest correct single process over ExampleGen's
+  output: parse each raw example, PIL-decode (RGB), paste centred on a square of the pad
+  colour, resize to ``transform.image_size`` (PIL bilinear, antialiased), write a
+  ``tf.Example`` with the uint8 pixels and the label at the same gzip level as Transform.
+* ``plain model.fit``: the Trainer's data, model and steps without the component
+  (``plain_fit``): same reader, same build and compile, same P x K batches, then
+  ``model.save``; no validation, TensorBoard or export signatures.
 
-The baselines run between the pipeline runs, in the same invocation, so the ratios
+The baselines run right after the whole pipeline, in the same invocation, so the ratios
 (baseline seconds / component seconds; > 1: the component is faster) compare like with
 like under the same machine load. Memory: the parent samples, every 0.2 s, the resident
 set (RSS) of the orchestrating process and the sum over its whole process tree (Beam
 workers included), attributed to the component running at the time; peaks are reported.
 
-    python benchmarks/data_path.py                 # Cars196 scale, 2 then 1 worker
+    python benchmarks/data_path.py                 # Cars196 scale (make bench-scale)
     python benchmarks/data_path.py --quick         # 20 classes x 20 images, a smoke test
+    python benchmarks/data_path.py --only RetrievalExampleGen ImportSchemaGen Transform \
+        --workers 2                                # a diagnostic run, no baselines
 
 Prints Markdown tables for docs/benchmarks.md and writes them as JSON next to the runs
 (``out/bench/runs.json``).
@@ -65,7 +72,7 @@ ALL_COMPONENTS = ["RetrievalExampleGen", "StatisticsGen", "ImportSchemaGen", "Ex
 # split into memory (sampler_memory_budget_mb) and validates on the default held-out
 # classes before and after the epoch. The smaller the model, the larger the Trainer
 # component's fixed costs are against its steps: a conservative choice for the overhead.
-TRAINER_STEPS = 400
+TRAINER_STEPS = 500
 BENCH_TRAINER = {"backbone": "small", "backbone_weights": "none", "embedding_dim": 256,
                  "freeze_batchnorm": False, "input_size": 128, "classes_per_batch": 8,
                  "images_per_class": 4, "epochs": 1, "steps_per_epoch": TRAINER_STEPS,
@@ -263,6 +270,9 @@ def run_pipeline(spec: dict) -> dict:
     from pipeline.definition import create_components, create_pipeline
 
     cfg = load_config(None, spec["overrides"])
+    if spec.get("small_input_images") is not None:  # a diagnostic: the in_memory threshold
+        from components.example_gen import local_beam
+        local_beam.SMALL_INPUT_IMAGES = spec["small_input_images"]
     absl_logging.set_verbosity(absl_logging.INFO)
     pipeline = create_pipeline(cfg)
     pipeline.components = [c for c in create_components(cfg) if c.id in spec["components"]]
@@ -431,6 +441,9 @@ def main() -> None:
                              "pipeline, the others RetrievalExampleGen alone")
     parser.add_argument("--running-mode", default=None,
                         help="override --direct_running_mode (default: the packaged config's)")
+    parser.add_argument("--beam-arg", action="append", default=[],
+                        help="a Beam arg replacing the packaged one of the same name, e.g. "
+                             "--beam-arg=--pickle_library=dill (repeatable)")
     parser.add_argument("--transform-level", type=int, default=None,
                         help="transform.compression_level (default: the packaged config's)")
     parser.add_argument("--trainer-steps", type=int, default=TRAINER_STEPS,
@@ -439,6 +452,9 @@ def main() -> None:
                         help="a diagnostic run: only these components (e.g. "
                              "RetrievalExampleGen ImportSchemaGen Transform) at each worker "
                              "count, no plain loops")
+    parser.add_argument("--small-input-images", type=int, default=None,
+                        help="a diagnostic: override local_beam.SMALL_INPUT_IMAGES (0: never "
+                             "switch to in_memory)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="20 classes x 20 images")
     parser.add_argument("--keep", action="store_true", help="keep the pipeline outputs")
@@ -477,8 +493,10 @@ def main() -> None:
                      if not a.startswith("--direct_num_workers")]
         beam_args.append(f"--direct_num_workers={workers}")
         if args.running_mode:
-            beam_args = [a for a in beam_args if not a.startswith("--direct_running_mode")]
-            beam_args.append(f"--direct_running_mode={args.running_mode}")
+            args.beam_arg.append(f"--direct_running_mode={args.running_mode}")
+        for arg in args.beam_arg:
+            beam_args = [a for a in beam_args if a.split("=")[0] != arg.split("=")[0]]
+            beam_args.append(arg)
         overrides = {"pipeline": {"name": name, "root": str(work / name / "root"),
                                   "metadata_path": str(work / name / "metadata.sqlite"),
                                   "serving_dir": str(work / name / "serving"),
@@ -488,12 +506,14 @@ def main() -> None:
             overrides["trainer"] = trainer
         if args.transform_level is not None:
             overrides["transform"] = {"compression_level": args.transform_level}
-        return {"mode": "pipeline", "components": components, "overrides": overrides}
+        return {"mode": "pipeline", "components": components, "overrides": overrides,
+                "small_input_images": args.small_input_images}
 
     print(f"data: {num_valid} images, {archive_bytes / 1e9:.2f} GB of archives ({source}; "
           f"generated in {generated['seconds']:.0f} s); load average {load_avg()}", flush=True)
-    level = (defaults.transform.compression_level if args.transform_level is None
-             else args.transform_level)
+    # (An older config has no transform.compression_level: TFX's writer, level 6.)
+    level = (getattr(defaults.transform, "compression_level", 6)
+             if args.transform_level is None else args.transform_level)
     runs = []
 
     def case(label: str, spec: dict, log_name: str) -> dict:

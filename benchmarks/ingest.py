@@ -6,7 +6,7 @@ small 96-240 px test images, on which fixed costs dominate). The baseline is the
 simplest correct single-process loop: open the archives, PIL-decode every image
 (the validity check ExampleGen makes), write gzip TFRecords of tf.Example.
 ExampleGen runs through TFX's LocalDagRunner with the packaged Beam args
-(DirectRunner, multi-processing, one worker per core; below 2,000 images
+(DirectRunner, multi-threading, one worker per core; below 2,000 images
 in-process), or in-memory, so its time includes orchestration and ML Metadata.
 For Cars196's full scale and Transform see benchmarks/data_path.py.
 
@@ -91,8 +91,7 @@ def run_example_gen(source_dir: str, work: str, classes: int, beam_args) -> None
 METHODS = {
     "plain loop (PIL + TFRecordWriter)": None,
     "ExampleGen, packaged Beam args": "packaged",
-    "ExampleGen, Beam in-memory": ["--direct_running_mode=in_memory",
-                                   "--pickle_library=cloudpickle"],
+    "ExampleGen, Beam in-memory": ["--direct_running_mode=in_memory"],
 }
 
 

@@ -39,7 +39,8 @@ def tfx_cli(args, env, timeout=900):
 
 
 def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path):
-    # Beam components on the DirectRunner in multi-processing mode, as configured by default.
+    # Beam components on the DirectRunner in multi-processing mode (the packaged default is
+    # multi-threading; this keeps the other local mode exercised).
     cfg = small_config(tmp_path, sample_data.out_dir, pipeline={
         "name": "cgd-cli",
         "beam_args": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]})

@@ -55,7 +55,7 @@ def draw_object(look: ClassLook, rng: np.random.Generator, width: int, height: i
     """One image of a class: returns (PIL RGB image, 1-based inclusive bbox x1,y1,x2,y2).
 
     ``texture`` (from ``texture_tile``): the background's noise is a random window of it
-    instead of fresh per-pixel noise, about 10x faster for photo-sized images.
+    instead of fresh per-pixel noise: a 700 x 470 image draws in 16 ms instead of 29.
     """
     bg_top = _rgb(rng.uniform(), rng.uniform(0, 0.3), rng.uniform(0.3, 0.9))
     bg_bottom = _rgb(rng.uniform(), rng.uniform(0, 0.3), rng.uniform(0.2, 0.7))

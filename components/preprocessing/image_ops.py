@@ -10,8 +10,9 @@ images before gzip), 4x less than float32, and exact (no second lossy
 encoding): the Trainer and the evaluator's transform graph read it with
 ``parse_images``, a copy, where a re-encoded JPEG would cost a decode per image
 and lose detail. Transform writes it at
-gzip level 1 (components/preprocessing/transform_executor.py). The backbone's
-own preprocessing (mean subtraction) happens inside the model.
+``transform.compression_level`` (stored by default;
+components/preprocessing/transform_executor.py). The backbone's own
+preprocessing (mean subtraction) happens inside the model.
 """
 
 from __future__ import annotations
