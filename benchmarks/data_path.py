@@ -301,6 +301,9 @@ def child_main(spec: dict) -> None:
     for name in ("components", "trainer",
                  "apache_beam.runners.portability.fn_api_runner.fn_runner"):
         logging.getLogger(name).setLevel(logging.INFO)
+    # "Running bundle for stage ...": where each Beam stage starts, in the log's timeline.
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner.run_bundle"
+                      ).setLevel(logging.DEBUG)
     mode = spec["mode"]
     if mode == "plain_example_gen":
         result = plain_example_gen(spec["source_dir"], spec["out_dir"],
@@ -579,8 +582,10 @@ def main() -> None:
               "wall_s": time.perf_counter() - wall_start, "runs": runs}
     (work.parent / f"{work.name}.json").write_text(json.dumps(report, indent=1))
     print_tables(report)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:  # the cases' logs stay (<work>/*.log), their outputs go
+        for child in work.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
 
 
 def print_tables(report: dict) -> None:

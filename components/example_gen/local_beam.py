@@ -21,8 +21,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-# Measured on 2 cores (docs/benchmarks.md, "Data path at Cars196 scale"): at 400 images
-# in_memory is 1-3 s faster than two threads, at 16,268 two threads are 16-23% faster.
+# Not yet measured on a quiet machine (docs/benchmarks.md, "Data path at Cars196 scale";
+# data_path.py --small-input-images 0 runs small inputs on threads for the comparison).
 SMALL_INPUT_IMAGES = 2000
 _MODE_FLAGS = ("--direct_running_mode", "--direct_num_workers")
 
