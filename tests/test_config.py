@@ -25,7 +25,8 @@ def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
     cfg = load_config(DEMO_FILE)
     assert cfg.trainer.backbone == "small"
     assert cfg.pipeline.root == str((DEMO_FILE.parent / "../out/demo/pipelines").resolve())
-    assert cfg.trainer.learning_rate == pytest.approx(1e-3)  # the demo's
+    assert cfg.trainer.learning_rate == pytest.approx(3e-3)  # the demo's
+    assert cfg.trainer.class_hue_rotation == 0.5 and cfg.trainer.model_selection == "last"
     assert cfg.trainer.loss == "batch_hard"  # untouched keys keep the defaults
 
 
