@@ -30,20 +30,16 @@ if convert_tf_keras:  # undo the rule trainer.model adds on import: TF's own lis
     from tensorflow.python.autograph.core import config as autograph_config
     rules = tuple(autograph_config.CONVERSION_RULES)
 from core.config import TrainerJob, load_config
-from core.names import EMBEDDING_OUTPUT, LOGITS_OUTPUT
-from trainer import losses, sampler, task
+from trainer import sampler, task
 from trainer.model import build_model
 if convert_tf_keras:
     autograph_config.CONVERSION_RULES = rules
-t = TrainerJob.of(load_config(sys.argv[2])).trainer
 job = TrainerJob.of(load_config(sys.argv[2]))
+t = job.trainer
 size = t.input_size or job.transform.image_size
 classes = 8
 model = build_model(t, classes, size)
-model.compile(optimizer=task.make_optimizer(t),
-              loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
-                    LOGITS_OUTPUT: task.classification_loss(classes, t.label_smoothing)},
-              loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight})
+task.compile_for_training(model, t, classes)
 rng = np.random.default_rng(0)
 images = rng.integers(0, 255, (classes * 8, size, size, 3), dtype=np.uint8)
 labels = np.repeat(np.arange(classes), 8)

@@ -16,7 +16,8 @@ index operation (``pk_index_batches``) over one of two image stores:
 Both give the same batches for a seed: the same index stream picks the same
 images. Augmentation (``trainer.augmentation``: random crop, flip, class hue
 rotation) runs in tf.data with stateless ops seeded by (seed, batch number), so a
-run is reproducible and a resumed run continues the stream at ``start_step``. ``open_training_set`` chooses the store.
+run is reproducible and a resumed run continues the stream at ``start_step``.
+``open_training_set`` chooses the store.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from components.preprocessing import image_ops
-from trainer.augmentation import augment, class_hue_rotation
 from core.names import LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from trainer.augmentation import augment, class_hue_rotation
 
 log = logging.getLogger(__name__)
 

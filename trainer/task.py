@@ -95,6 +95,17 @@ def make_optimizer(t) -> tf_keras.optimizers.Optimizer:
     return tf_keras.optimizers.Adam(lr)
 
 
+def compile_for_training(model: tf_keras.Model, t, num_classes: int) -> None:
+    """Compile as training does: the ranking loss on the embedding plus the weighted
+    classification loss on the logits, the trainer's optimizer and speed switches."""
+    model.compile(
+        optimizer=make_optimizer(t),
+        loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
+              LOGITS_OUTPUT: classification_loss(num_classes, t.label_smoothing)},
+        loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight},
+        jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+
+
 class ValidationRecall(tf_keras.callbacks.Callback):
     """Recall@1 on the held-out classes each epoch; keeps the best weights, stops early.
 
@@ -278,12 +289,7 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
         dataset = replica_dataset()
     with strategy.scope():
         model = build_model(t, num_classes, size)
-        model.compile(
-            optimizer=make_optimizer(t),
-            loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
-                  LOGITS_OUTPUT: classification_loss(num_classes, t.label_smoothing)},
-            loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight},
-            jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+        compile_for_training(model, t, num_classes)
     first_drop = (int(np.ceil(t.epochs * STEP_DECAY_AT[0])) if t.lr_schedule == "step" else 0)
     validation = ValidationRecall(valid_set, t.early_stopping_patience, state_dir=selection_dir,
                                   input_size=crop, no_stop_before_epoch=first_drop,
