@@ -159,12 +159,12 @@ def worker(args) -> None:
     import tensorflow as tf
 
     from core.config import load_config
-    from trainer import sampler
+    from trainer import augmentation, sampler
     t = load_config(None).trainer
     size = args.image_size
     crop = t.input_size if t.input_size and t.input_size < size else 0
     # Warm the runtime (thread pools, kernels) so the baseline includes it.
-    sampler.augment(tf.zeros((2, size, size, 3), tf.uint8), tf.constant([0, 1], tf.int64),
+    augmentation.augment(tf.zeros((2, size, size, 3), tf.uint8), tf.constant([0, 1], tf.int64),
                     True, True, crop).numpy()
     try:
         with open("/proc/self/clear_refs", "w") as f:

@@ -6,8 +6,8 @@ training split: every class has the same number of images):
 
   train     the CGD model compiled exactly as ``trainer.task.train`` compiles it
             (``task.set_precision``, ``task.choose_strategy``, ``build_model``,
-            ``task.make_optimizer``, ``losses.ranking_loss_from_config`` +
-            ``task.classification_loss``, the config's loss weights), fitted with
+            ``task.compile_for_training``: optimizer, ranking + classification
+            losses, the config's loss weights), fitted with
             ``model.fit`` on ``sampler.pk_dataset``. The warm-up steps (the first one
             traces and compiles the train function) are excluded: the time runs from
             the end of the last warm-up step to the end of the last timed step.
@@ -55,7 +55,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from core.config import DEMO_FILE, Config, load_config  # noqa: E402
-from trainer import losses, sampler, task  # noqa: E402
+from trainer import sampler, task  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 
 IMAGES_PER_CLASS_IN_SET = 8   # images of each class in the random ImageSet (>= K)
@@ -160,12 +160,7 @@ def compiled_model(cfg: Config) -> tf_keras.Model:
     num_classes = cfg.data.num_train_classes
     with task.choose_strategy().scope():
         model = build_model(t, num_classes, cfg.transform.image_size)
-        model.compile(
-            optimizer=task.make_optimizer(t),
-            loss={"embedding": losses.ranking_loss_from_config(t),
-                  "logits": task.classification_loss(num_classes, t.label_smoothing)},
-            loss_weights={"embedding": 1.0, "logits": t.classification_loss_weight},
-            jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+        task.compile_for_training(model, t, num_classes)
     return model
 
 

@@ -242,8 +242,10 @@ class TrainerConfig:
     epochs: int
     steps_per_epoch: int
     early_stopping_patience: int
+    model_selection: str
     random_crop: bool
     random_flip: bool
+    class_hue_rotation: float
     mixed_precision: str
     jit_compile: bool
     steps_per_execution: int
@@ -258,6 +260,7 @@ class TrainerConfig:
             "loss": LOSSES,
             "optimizer": ("adam", "sgd"),
             "lr_schedule": ("constant", "cosine", "step"),
+            "model_selection": ("best", "last"),
             "mixed_precision": ("auto", "on", "off"),
         }
         for key, allowed in choices.items():
@@ -285,6 +288,9 @@ class TrainerConfig:
             err("margin", "must be >= 0 (or null for the loss's own default)")
         if self.classification_loss_weight < 0:
             err("classification_loss_weight", "must be >= 0")
+        if not 0 <= self.class_hue_rotation <= 0.5:
+            err("class_hue_rotation", f"must be in [0, 0.5] (a fraction of a turn), got "
+                                      f"{self.class_hue_rotation}")
         if self.input_size < 0 or 0 < self.input_size < 16:
             err("input_size", f"must be 0 (= transform.image_size) or >= 16, got {self.input_size}")
         if self.steps_per_execution < 1:

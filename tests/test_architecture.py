@@ -21,7 +21,8 @@ WITHOUT_TFX = [
     "components/recall_evaluator/ranking_picture.py", "components/recall_evaluator/production.py",
     "components/recall_evaluator/significance.py",
     "components/preprocessing/image_ops.py", "components/cars196/sample_data.py",
-    "trainer/losses.py", "trainer/model.py", "trainer/sampler.py",
+    "trainer/losses.py", "trainer/model.py", "trainer/sampler.py", "trainer/augmentation.py",
+    "trainer/keras_autograph.py",
 ]
 
 

@@ -25,7 +25,8 @@ def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
     cfg = load_config(DEMO_FILE)
     assert cfg.trainer.backbone == "small"
     assert cfg.pipeline.root == str((DEMO_FILE.parent / "../out/demo/pipelines").resolve())
-    assert cfg.trainer.learning_rate == pytest.approx(1e-3)  # the demo's
+    assert cfg.trainer.learning_rate == pytest.approx(3e-3)  # the demo's
+    assert cfg.trainer.class_hue_rotation == 0.5 and cfg.trainer.model_selection == "last"
     assert cfg.trainer.loss == "batch_hard"  # untouched keys keep the defaults
 
 
@@ -51,6 +52,9 @@ def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
     ("transform:\n  crop: box\n", "transform.crop"),
     ("evaluator:\n  confidence_level: 1.5\n", "evaluator.confidence_level"),
     ("serving:\n  grpc_port: 70000\n", "serving.grpc_port"),
+    ("trainer:\n  class_hue_rotation: 0.7\n", "trainer.class_hue_rotation"),
+    ("trainer:\n  class_hue_rotation: -0.1\n", "trainer.class_hue_rotation"),
+    ("trainer:\n  model_selection: first\n", "trainer.model_selection"),
 ])
 def test_errors_name_the_key_and_file(tmp_path, yaml_text, key):
     path = tmp_path / "bad.yaml"

@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 
 from components.preprocessing import image_ops
-from trainer import sampler, task
+from trainer import augmentation, sampler, task
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def test_native_random_crops_are_exact_windows_of_the_stored_image():
     images = np.random.default_rng(0).integers(0, 256, (6, 20, 20, 3)).astype(np.uint8)
-    crops = sampler.augment(tf.constant(images), tf.constant([3, 4], tf.int64),
+    crops = augmentation.augment(tf.constant(images), tf.constant([3, 4], tf.int64),
                             random_crop=True, random_flip=False, crop_size=12).numpy()
     assert crops.shape == (6, 12, 12, 3)
     offsets = set()
@@ -30,7 +30,7 @@ def test_native_random_crops_are_exact_windows_of_the_stored_image():
 
 def test_without_random_crop_training_sees_the_centre_view_as_evaluation_does():
     images = np.random.default_rng(1).integers(0, 256, (2, 20, 20, 3)).astype(np.uint8)
-    view = sampler.augment(tf.constant(images), tf.constant([1, 2], tf.int64),
+    view = augmentation.augment(tf.constant(images), tf.constant([1, 2], tf.int64),
                            random_crop=False, random_flip=False, crop_size=12).numpy()
     np.testing.assert_array_equal(view, images[:, 4:16, 4:16].astype(np.float32))
     np.testing.assert_array_equal(image_ops.center_crop(images, 12).numpy(), images[:, 4:16, 4:16])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import sampler
+from trainer import augmentation, sampler
 
 
 def _image_set(seed=0, n_classes=7, size=8):
@@ -67,11 +67,11 @@ def test_without_augmentation_pixels_are_the_stored_images():
 def test_augmentation_keeps_range_and_flip_mirrors():
     images = tf.constant(np.tile(np.arange(8, dtype=np.uint8)[None, None, :, None] * 30,
                                  (4, 8, 1, 3)))
-    flipped = sampler.augment(images, tf.constant([1, 2], tf.int64), random_crop=False,
+    flipped = augmentation.augment(images, tf.constant([1, 2], tf.int64), random_crop=False,
                               random_flip=True).numpy()
     for out in flipped:  # each image is either itself or its mirror
         assert (out == images[0].numpy()).all() or (out == images[0].numpy()[:, ::-1]).all()
-    cropped = sampler.augment(images, tf.constant([3, 4], tf.int64), True, False).numpy()
+    cropped = augmentation.augment(images, tf.constant([3, 4], tf.int64), True, False).numpy()
     assert cropped.shape == (4, 8, 8, 3) and cropped.min() >= 0 and cropped.max() <= 255
 
 

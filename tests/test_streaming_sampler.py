@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import sampler
+from trainer import augmentation, sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 8
@@ -227,7 +227,7 @@ def test_train_streams_a_split_over_the_budget_and_sizes_the_head_from_its_class
 MEMORY_PROBE = r"""
 import json, sys
 import tensorflow as tf
-from trainer import sampler
+from trainer import augmentation, sampler
 
 
 def status(key):  # this process's own counters (ru_maxrss would include the parent's)
@@ -238,7 +238,7 @@ def status(key):  # this process's own counters (ru_maxrss would include the par
 pattern, size, budget_mb, cache, batches = sys.argv[1:6]
 size, batches = int(size), int(batches)
 # Warm up the TensorFlow runtime and tf.data before the baseline.
-sampler.augment(tf.zeros((2, size, size, 3), tf.uint8), tf.constant([0, 1], tf.int64),
+augmentation.augment(tf.zeros((2, size, size, 3), tf.uint8), tf.constant([0, 1], tf.int64),
                 True, True).numpy()
 list(tf.data.Dataset.range(4).map(lambda x: x + 1).prefetch(2))
 try:  # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)

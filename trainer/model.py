@@ -24,6 +24,12 @@ import tensorflow as tf
 import tf_keras
 from tf_keras import layers
 
+from trainer import keras_autograph
+
+# Before any model is traced: AutoGraph would rewrite all of tf_keras's layer code on
+# every first trace (keras_autograph's doc: 18 s for the demo model's first predict).
+keras_autograph.skip_tf_keras()
+
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE)

@@ -14,9 +14,10 @@ index operation (``pk_index_batches``) over one of two image stores:
   the labels (8 bytes per image) and a few batches are in memory.
 
 Both give the same batches for a seed: the same index stream picks the same
-images. Augmentation (random crop, flip) runs in tf.data with stateless ops
-seeded by (seed, batch number), so a run is reproducible and a resumed run
-continues the stream at ``start_step``. ``open_training_set`` chooses the store.
+images. Augmentation (``trainer.augmentation``: random crop, flip, class hue
+rotation) runs in tf.data with stateless ops seeded by (seed, batch number), so a
+run is reproducible and a resumed run continues the stream at ``start_step``.
+``open_training_set`` chooses the store.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import tensorflow as tf
 
 from components.preprocessing import image_ops
 from core.names import LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from trainer.augmentation import augment, class_hue_rotation
 
 log = logging.getLogger(__name__)
 
@@ -317,54 +319,16 @@ def pk_index_batches(labels: np.ndarray, p: int, k: int, seed: int, start_step: 
             rng.choice(by_class[c], size=k, replace=len(by_class[c]) < k) for c in classes])
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor, random_crop: bool, random_flip: bool,
-            crop_size: int = 0):
-    """uint8 [B, S, S, 3] -> float32 [B, C, C, 3] in 0..255; seed: int [2] (stateless).
-
-    With ``crop_size`` C < S, ``random_crop`` takes a C x C window at a random place
-    of each image at native resolution (leftthomas/CGD: resize to 252, crop 224),
-    and without ``random_crop`` the centre window. Otherwise (C = S) it crops
-    80-100% of the side and resizes back to S.
-    """
-    x = tf.cast(images, tf.float32)
-    size = tf.shape(x)[1]
-    if crop_size and random_crop:
-        batch = tf.shape(x)[0]
-        seeds = tf.random.experimental.stateless_split(seed, 2)
-        span = tf.cast(size - crop_size + 1, tf.float32)
-        y0 = tf.floor(tf.random.stateless_uniform([batch, 1], seeds[0]) * span)
-        x0 = tf.floor(tf.random.stateless_uniform([batch, 1], seeds[1]) * span)
-        last = tf.cast(size - 1, tf.float32)
-        # Pixel-aligned boxes of exactly crop_size pixels: crop_and_resize copies them.
-        boxes = tf.concat([y0, x0, y0 + crop_size - 1, x0 + crop_size - 1], axis=1) / last
-        x = tf.image.crop_and_resize(x, boxes, tf.range(batch), [crop_size, crop_size])
-        seed = tf.random.experimental.stateless_fold_in(seed, 1)
-    elif crop_size:
-        x = image_ops.center_crop(x, crop_size)
-    elif random_crop:
-        # Crop 80-100% of the side at a random place, resize back to S.
-        seeds = tf.random.experimental.stateless_split(seed, 3)
-        batch = tf.shape(x)[0]
-        scale = tf.random.stateless_uniform([batch, 1], seeds[0], 0.8, 1.0)
-        y0 = tf.random.stateless_uniform([batch, 1], seeds[1]) * (1.0 - scale)
-        x0 = tf.random.stateless_uniform([batch, 1], seeds[2]) * (1.0 - scale)
-        boxes = tf.concat([y0, x0, y0 + scale, x0 + scale], axis=1)
-        x = tf.image.crop_and_resize(x, boxes, tf.range(batch), tf.stack([size, size]))
-        seed = tf.random.experimental.stateless_fold_in(seed, 1)
-    if random_flip:
-        flip = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seed) < 0.5
-        x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    return x
-
-
 def pk_dataset(data: ImageSet | DiskImageSet, p: int, k: int, seed: int,
                random_crop: bool = True, random_flip: bool = True, label_offset: int = 0,
-               crop_size: int = 0, start_step: int = 0, classes=None) -> tf.data.Dataset:
+               crop_size: int = 0, start_step: int = 0, classes=None,
+               hue_rotation: float = 0.0) -> tf.data.Dataset:
     """Endless dataset of (pixels float32 [P*K, S, S, 3], {"embedding": y, "logits": head}).
 
     The classification head's labels: with ``classes`` (the sorted distinct class
     ids of the training split), a label's position among them (0..n-1);
-    otherwise ``y - label_offset``. An ``ImageSet`` gathers batches from memory, a
+    otherwise ``y - label_offset``. ``hue_rotation`` > 0: class_hue_rotation of each
+    batch, up to that fraction of a turn. An ``ImageSet`` gathers batches from memory, a
     ``DiskImageSet`` reads them from its file (the same batches for a seed) with
     fixed parallelism and prefetch, so its memory does not grow with the split.
     """
@@ -399,8 +363,12 @@ def pk_dataset(data: ImageSet | DiskImageSet, p: int, k: int, seed: int,
 
     def prepare(step, batch):
         images, labels = batch
-        pixels = augment(images, tf.stack([tf.cast(seed, tf.int64), step]),
-                         random_crop, random_flip, crop_size)
+        batch_seed = tf.stack([tf.cast(seed, tf.int64), step])
+        pixels = augment(images, batch_seed, random_crop, random_flip, crop_size)
+        if hue_rotation:
+            pixels = class_hue_rotation(
+                pixels, labels, tf.random.experimental.stateless_fold_in(batch_seed, 2),
+                hue_rotation)
         if class_ids is None:
             head = labels - label_offset
         else:

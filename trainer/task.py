@@ -95,6 +95,17 @@ def make_optimizer(t) -> tf_keras.optimizers.Optimizer:
     return tf_keras.optimizers.Adam(lr)
 
 
+def compile_for_training(model: tf_keras.Model, t, num_classes: int) -> None:
+    """Compile as training does: the ranking loss on the embedding plus the weighted
+    classification loss on the logits, the trainer's optimizer and speed switches."""
+    model.compile(
+        optimizer=make_optimizer(t),
+        loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
+              LOGITS_OUTPUT: classification_loss(num_classes, t.label_smoothing)},
+        loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight},
+        jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+
+
 class ValidationRecall(tf_keras.callbacks.Callback):
     """Recall@1 on the held-out classes each epoch; keeps the best weights, stops early.
 
@@ -102,12 +113,16 @@ class ValidationRecall(tf_keras.callbacks.Callback):
     classification head), never the eval classes. With ``state_dir`` the best
     epoch so far (weights, Recall@1, history) is saved there as it improves, so a
     resumed run still selects among the epochs trained before the interruption.
+    With ``keep_last`` the model is the last epoch's instead of the best one's
+    (trainer.model_selection: last); Recall@1 is still measured, logged and used
+    for early stopping.
     """
 
     def __init__(self, valid: sampler.ImageSet, patience: int, batch_size: int = 64,
                  state_dir: str | None = None, input_size: int = 0,
-                 no_stop_before_epoch: int = 0):
+                 no_stop_before_epoch: int = 0, keep_last: bool = False):
         super().__init__()
+        self.keep_last = keep_last
         self.valid = valid
         self.patience = patience
         # Validation sees the centre view, as evaluation and serving do.
@@ -199,8 +214,16 @@ class ValidationRecall(tf_keras.callbacks.Callback):
             log.info("early stopping: no Recall@1 improvement for %d epochs", self.patience)
             self.model.stop_training = True
 
+    @property
+    def selected_epoch(self) -> int:
+        """0-based epoch whose weights the model has after training."""
+        return len(self.history) - 1 if self.keep_last else self.best_epoch
+
     def on_train_end(self, logs=None):
-        if self.best_weights is not None:
+        if self.keep_last and self.history:
+            log.info("kept the last epoch %d (validation Recall@1 %.4f; best epoch %d, %.4f)",
+                     len(self.history), self.history[-1], self.best_epoch + 1, self.best)
+        elif self.best_weights is not None:
             self.model.set_weights(self.best_weights)
             log.info("restored the best epoch %d (validation Recall@1 %.4f)",
                      self.best_epoch + 1, self.best)
@@ -257,7 +280,8 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
         pipeline_id = context.input_pipeline_id if context else 0
         return sampler.pk_dataset(train_set, t.classes_per_batch, t.images_per_class,
                                   t.seed + 1000 * pipeline_id, t.random_crop, t.random_flip,
-                                  crop_size=crop, start_step=start_step, classes=classes)
+                                  crop_size=crop, start_step=start_step, classes=classes,
+                                  hue_rotation=t.class_hue_rotation)
 
     if strategy.num_replicas_in_sync > 1:
         dataset = strategy.distribute_datasets_from_function(replica_dataset)
@@ -265,15 +289,11 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
         dataset = replica_dataset()
     with strategy.scope():
         model = build_model(t, num_classes, size)
-        model.compile(
-            optimizer=make_optimizer(t),
-            loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
-                  LOGITS_OUTPUT: classification_loss(num_classes, t.label_smoothing)},
-            loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight},
-            jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+        compile_for_training(model, t, num_classes)
     first_drop = (int(np.ceil(t.epochs * STEP_DECAY_AT[0])) if t.lr_schedule == "step" else 0)
     validation = ValidationRecall(valid_set, t.early_stopping_patience, state_dir=selection_dir,
-                                  input_size=crop, no_stop_before_epoch=first_drop)
+                                  input_size=crop, no_stop_before_epoch=first_drop,
+                                  keep_last=t.model_selection == "last")
     callbacks = [validation, tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)]
     if backup_dir:
         if tf.io.gfile.exists(backup_dir) and tf.io.gfile.listdir(backup_dir):
@@ -301,6 +321,7 @@ def write_validation_summary(validation: ValidationRecall, run_dir: str) -> None
         json.dump({"untrained_recall@1": validation.untrained,
                    "recall@1_per_epoch": validation.history,
                    "best_epoch": validation.best_epoch + 1,
+                   "selected_epoch": validation.selected_epoch + 1,
                    "best_recall@1": validation.best}, f, indent=1)
 
 
