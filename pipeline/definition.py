@@ -58,15 +58,21 @@ def create_components(cfg: Config, root: str | None = None,
     example_gen = RetrievalExampleGen(
         source_dir=cfg.data.source_dir, split_rule=cfg.data.split_rule(),
         file_pattern=cfg.data.file_pattern)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=RAW_SCHEMA)
+    # With the schema, TFDV knows `image` is an image (image_domain): without it, every
+    # BYTES feature is a categorical string, and its exact top-k/uniques pass keys a
+    # Beam combine by every image's bytes, holding the whole split in the orchestrating
+    # process (4 GiB at Cars196 scale; docs/benchmarks.md).
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     # TFX's Transform with our executor (components/preprocessing/transform_executor.py: the
-    # transformed pixels written at transform.compression_level, local Beam settings). No statistics: the
-    # raw examples are checked by StatisticsGen + ExampleValidator, and TFDV's statistics of
-    # serialized pixel blobs (their byte length) would cost a second read of the training
-    # split and about half of Transform's Beam pipeline, for nobody to read.
+    # transformed pixels written at transform.compression_level, local Beam settings). No
+    # statistics: the raw examples are checked by StatisticsGen + ExampleValidator, and
+    # TFDV's statistics of serialized pixel blobs (their byte length) would cost a second
+    # read of the training split and about half of Transform's Beam pipeline, for nobody
+    # to read.
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],

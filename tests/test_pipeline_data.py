@@ -89,6 +89,23 @@ def test_transform_output_is_the_padded_resized_image(data_run):
         assert _feature(e, "label") == _feature(source, "label")
 
 
+def test_statistics_treat_the_image_bytes_as_images_not_as_categorical_strings(data_run):
+    # Without the schema's image_domain, TFDV counts the distinct values of every BYTES
+    # feature: one Beam key per image, the whole split held in memory at Cars196 scale.
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+    files = glob.glob(os.path.join(_latest(data_run, "StatisticsGen", "statistics"),
+                                   "Split-*", "FeatureStats.pb"))
+    assert len(files) == 3
+    for path in files:
+        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(open(path, "rb").read())
+        features = {f.path.step[0]: f for f in stats.datasets[0].features}
+        image, image_id = features["image"], features["image_id"]
+        assert image.WhichOneof("stats") == "bytes_stats", (path, image)
+        assert image.bytes_stats.avg_num_bytes > 500
+        # Other BYTES features keep their string statistics.
+        assert image_id.WhichOneof("stats") == "string_stats"
+
+
 def test_no_anomalies_on_the_curated_schema(data_run):
     from tensorflow_metadata.proto.v0 import anomalies_pb2
     files = glob.glob(os.path.join(_latest(data_run, "ExampleValidator", "anomalies"),
