@@ -72,7 +72,7 @@ ALL_COMPONENTS = ["RetrievalExampleGen", "StatisticsGen", "ImportSchemaGen", "Ex
 # split into memory (sampler_memory_budget_mb) and validates on the default held-out
 # classes before and after the epoch. The smaller the model, the larger the Trainer
 # component's fixed costs are against its steps: a conservative choice for the overhead.
-TRAINER_STEPS = 500
+TRAINER_STEPS = 400
 BENCH_TRAINER = {"backbone": "small", "backbone_weights": "none", "embedding_dim": 256,
                  "freeze_batchnorm": False, "input_size": 128, "classes_per_batch": 8,
                  "images_per_class": 4, "epochs": 1, "steps_per_epoch": TRAINER_STEPS,

@@ -89,15 +89,19 @@ def test_transform_output_is_the_padded_resized_image(data_run):
         assert _feature(e, "label") == _feature(source, "label")
 
 
+def _per_split(data_run, component, output, file_name, proto_class):
+    """(path, parsed proto) of ``file_name`` in each of the three splits' directories."""
+    files = glob.glob(os.path.join(_latest(data_run, component, output), "Split-*", file_name))
+    assert len(files) == 3, files
+    return [(path, proto_class.FromString(open(path, "rb").read())) for path in files]
+
+
 def test_statistics_treat_the_image_bytes_as_images_not_as_categorical_strings(data_run):
     # Without the schema's image_domain, TFDV counts the distinct values of every BYTES
     # feature: one Beam key per image, the whole split held in memory at Cars196 scale.
     from tensorflow_metadata.proto.v0 import statistics_pb2
-    files = glob.glob(os.path.join(_latest(data_run, "StatisticsGen", "statistics"),
-                                   "Split-*", "FeatureStats.pb"))
-    assert len(files) == 3
-    for path in files:
-        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(open(path, "rb").read())
+    for path, stats in _per_split(data_run, "StatisticsGen", "statistics", "FeatureStats.pb",
+                                  statistics_pb2.DatasetFeatureStatisticsList):
         features = {f.path.step[0]: f for f in stats.datasets[0].features}
         image, image_id = features["image"], features["image_id"]
         assert image.WhichOneof("stats") == "bytes_stats", (path, image)
@@ -108,11 +112,8 @@ def test_statistics_treat_the_image_bytes_as_images_not_as_categorical_strings(d
 
 def test_no_anomalies_on_the_curated_schema(data_run):
     from tensorflow_metadata.proto.v0 import anomalies_pb2
-    files = glob.glob(os.path.join(_latest(data_run, "ExampleValidator", "anomalies"),
-                                   "Split-*", "SchemaDiff.pb"))
-    assert len(files) == 3
-    for path in files:
-        anomalies = anomalies_pb2.Anomalies.FromString(open(path, "rb").read())
+    for path, anomalies in _per_split(data_run, "ExampleValidator", "anomalies",
+                                      "SchemaDiff.pb", anomalies_pb2.Anomalies):
         assert not anomalies.anomaly_info, (path, anomalies.anomaly_info)
 
 

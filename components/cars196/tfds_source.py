@@ -174,6 +174,9 @@ class _LocalFiles:
 
     def _extract(self, path: str, target: str) -> None:
         tar_path, done = target + ".tar", target + ".done"
+        # Written last, after the members kept as files: a rerun rewrites none of them.
+        files_done = target + ".files.done"
+        files_written = tf.io.gfile.exists(files_done)
         try:
             if not tf.io.gfile.exists(done):  # idempotent across retries
                 log.info("inflating %s to %s", path, tar_path)
@@ -184,7 +187,7 @@ class _LocalFiles:
                 log.info("inflated %s in %.1f s", os.path.basename(path), time.monotonic() - start)
             members = list(archive.tar_members(tar_path))
         except archive.ArchiveError as e:
-            raise Cars196SourceError(str(e)) from None
+            raise Cars196SourceError(str(e)) from e  # the cause: for callers naming it their way
         images, names, made = {}, {}, set()
         for name, offset, size in members:
             # Never write outside target, whatever names the archive holds.
@@ -195,16 +198,20 @@ class _LocalFiles:
             if is_image and self._images_in_archive:
                 image_path = archive.member_path(tar_path, offset, size)
             else:
-                directory = os.path.dirname(local)
-                if directory not in made:
-                    tf.io.gfile.makedirs(directory)
-                    made.add(directory)
-                with tf.io.gfile.GFile(local, "wb") as out:
-                    out.write(archive.read_member(tar_path, offset, size))
+                if not files_written:
+                    directory = os.path.dirname(local)
+                    if directory not in made:
+                        tf.io.gfile.makedirs(directory)
+                        made.add(directory)
+                    with tf.io.gfile.GFile(local, "wb") as out:
+                        out.write(archive.read_member(tar_path, offset, size))
                 image_path = local
             if is_image:
                 images.setdefault(os.path.dirname(local), {})[os.path.basename(local)] = image_path
                 names[image_path] = name
+        if not files_written:
+            with tf.io.gfile.GFile(files_done, "w") as f:
+                f.write("ok")
         # One key per archive: safe from the other threads.
         self.images.update(images)
         self.member_names.update(names)

@@ -23,7 +23,11 @@ CHUNK = 1 << 20
 
 
 class ArchiveError(ValueError):
-    """An archive does not inflate or list (the message names it)."""
+    """An archive does not inflate or list: "<file name>: <reason>"."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.reason = reason
 
 
 def _gfile():
@@ -90,10 +94,10 @@ def inflate_tgz(source: str, target: str) -> None:
                     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                     out.write(inflater.decompress(rest))
             if not inflater.eof:
-                raise ArchiveError(f"{name}: the gzip stream is truncated")
+                raise ArchiveError(name, "the gzip stream is truncated")
             out.write(inflater.flush())
     except zlib.error as e:
-        raise ArchiveError(f"{name}: not a gzip file ({e})") from None
+        raise ArchiveError(name, f"not a gzip file ({e})") from None
     if "://" in target:
         _gfile().rename(partial, target, overwrite=True)
     else:
@@ -115,7 +119,7 @@ def tar_members(tar_path: str) -> Iterator[tuple[str, int, int]]:
                 if member.isfile():
                     yield member.name, member.offset_data, member.size
     except tarfile.TarError as e:
-        raise ArchiveError(f"{os.path.basename(tar_path)}: not a tar archive ({e})") from None
+        raise ArchiveError(os.path.basename(tar_path), f"not a tar archive ({e})") from None
 
 
 def member_path(tar_path: str, offset: int, size: int) -> str:

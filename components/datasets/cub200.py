@@ -40,6 +40,7 @@ import tensorflow as tf
 from components.cars196.tfds_source import Cars196SourceError, _LocalFiles
 from components.datasets import records
 from components.datasets import source_dir as source_dir_lib
+from components.datasets.archive import ArchiveError
 from components.datasets.records import DatasetSourceError
 
 ARCHIVE = "CUB_200_2011.tgz"
@@ -70,9 +71,15 @@ def extract(source_dir: str, work_dir: str) -> str:
     """
     files = check_source_dir(source_dir)
     try:
-        target = _LocalFiles(files, os.path.join(work_dir, "extracted")).download_and_extract(
-            ARCHIVE)
+        # Every member as a file: the list files name the images by path.
+        local = _LocalFiles(files, os.path.join(work_dir, "extracted"),
+                            images_in_archive=False)
+        target = local.download_and_extract(ARCHIVE)
+        local.wait(target)
     except Cars196SourceError as e:  # the shared extractor's own error type
+        if isinstance(e.__cause__, ArchiveError):
+            raise DatasetSourceError(f"{ARCHIVE}: not a readable gzip'd tar archive "
+                                     f"({e.__cause__.reason})") from None
         raise DatasetSourceError(f"{ARCHIVE}: {e}") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DatasetSourceError(f"{ARCHIVE}: not a readable gzip'd tar archive ({e})") from None
