@@ -25,8 +25,11 @@ orchestrating process, Beam's DirectRunner with the packaged ``pipeline.beam_arg
   colour, resize to ``transform.image_size`` (PIL bilinear, antialiased), write a
   ``tf.Example`` with the uint8 pixels and the label at the same gzip level as Transform.
 * ``plain model.fit``: the Trainer's data, model and steps without the component
-  (``plain_fit``): same reader, same build and compile, same P x K batches, then
-  ``model.save``; no validation, TensorBoard or export signatures.
+  (``plain_fit``): same reader, same build and compile, same P x K batches, the same
+  model selection (Recall@1 on the 'valid' split before training and after each epoch,
+  timed apart), then ``model.save``; no TensorBoard, checkpoints or export signatures.
+  The Trainer's overhead is reported against it, and against the bare fit (the same
+  run's seconds without its Recall@1 passes).
 
 The baselines run right after the whole pipeline, in the same invocation, so the ratios
 (baseline seconds / component seconds; > 1: the component is faster) compare like with
@@ -213,13 +216,15 @@ def plain_fit(transformed_uri: str, overrides: dict, out_dir: str) -> dict:
     transformed training split read the same way (``sampler.open_training_set``), the same
     model built and compiled with the same calls as ``trainer.task.train``, the same P x K
     batches (``sampler.pk_dataset``, same seed and augmentation), ``model.fit`` for the same
-    epochs and steps, then ``model.save``. No validation, no TensorBoard, no TFX."""
+    epochs and steps, with the Trainer's model selection (``task.ValidationRecall`` on the
+    same 'valid' split, before training and after each epoch; its seconds are timed apart
+    so the bare fit is known too), then ``model.save``. No TensorBoard, no checkpoints, no
+    export signatures, no TFX."""
     import numpy as np
     import tf_keras
 
     from core.config import load_config
-    from core.names import EMBEDDING_OUTPUT, LOGITS_OUTPUT
-    from trainer import losses, sampler, task
+    from trainer import sampler, task
     from trainer.model import build_model
 
     cfg = load_config(None, overrides)
@@ -231,26 +236,42 @@ def plain_fit(transformed_uri: str, overrides: dict, out_dir: str) -> dict:
     start = time.perf_counter()
     tf_keras.utils.set_random_seed(t.seed)
     train_set = sampler.open_training_set(files, stored, t.sampler_memory_budget_mb)
+    valid_set = sampler.load_image_set([os.path.join(transformed_uri, "Split-valid", "*")],
+                                       stored)
     loaded = time.perf_counter()
     classes = np.unique(train_set.labels)
     task.set_precision(t.mixed_precision)
     dataset = sampler.pk_dataset(train_set, t.classes_per_batch, t.images_per_class, t.seed,
-                                 t.random_crop, t.random_flip, crop_size=crop, classes=classes)
+                                 t.random_crop, t.random_flip, crop_size=crop, classes=classes,
+                                 hue_rotation=t.class_hue_rotation)
     model = build_model(t, len(classes), size)
-    model.compile(
-        optimizer=task.make_optimizer(t),
-        loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
-              LOGITS_OUTPUT: task.classification_loss(len(classes), t.label_smoothing)},
-        loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight},
-        jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+    task.compile_for_training(model, t, len(classes))
+
+    class TimedValidation(task.ValidationRecall):
+        """The Trainer's model selection, with the seconds spent measuring Recall@1."""
+        seconds, passes = 0.0, 0
+
+        def recall_at_1(self) -> float:
+            begin = time.perf_counter()
+            try:
+                return super().recall_at_1()
+            finally:
+                self.seconds += time.perf_counter() - begin
+                self.passes += 1
+
+    validation = TimedValidation(valid_set, t.early_stopping_patience, input_size=crop,
+                                 keep_last=t.model_selection == "last")
     fit_start = time.perf_counter()
-    model.fit(dataset, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch, verbose=2)
+    model.fit(dataset, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch,
+              callbacks=[validation], verbose=2)
     fitted = time.perf_counter()
     model.save(os.path.join(out_dir, "model"))
     end = time.perf_counter()
     return {"seconds": end - start, "load_s": loaded - start, "build_s": fit_start - loaded,
             "fit_s": fitted - fit_start, "save_s": end - fitted,
+            "validation_s": validation.seconds, "validation_passes": validation.passes,
             "images": len(train_set), "steps": t.epochs * t.steps_per_epoch}
+
 
 
 def _count_records(pattern: str) -> int:
@@ -624,10 +645,12 @@ def print_tables(report: dict) -> None:
         base = plain.get(("plain_transform", r["rep"]), {}).get("seconds")
         print(f"| {r['rep']} | {r['workers']} | {t:.1f} | {base or 0:.1f} | {ratio(base, t)} "
               f"| {r.get('transformed_bytes', 0) / 1e9:.2f} |")
-    print("\nTrainer component against a plain model.fit (same data, model, steps), s:\n")
+    print("\nTrainer component against a plain model.fit (same data, model, steps and "
+          "model selection), s; the bare fit is the plain run without its Recall@1 passes:\n")
     print("| rep | steps | Trainer component | its load / build+fit / export | plain total "
-          "| plain load / build+fit / save | build+fit ratio | total ratio |")
-    print("|---:|---:|---:|---|---:|---|---:|---:|")
+          "| plain load / build+fit / save | its Recall@1 passes | total ratio "
+          "| ratio to the bare fit |")
+    print("|---:|---:|---:|---|---:|---|---|---:|---:|")
     for r in runs:
         if r["case"] != "full" or "Trainer" not in r["component_seconds"]:
             continue
@@ -635,11 +658,14 @@ def print_tables(report: dict) -> None:
         fit = m.get("fitted", 0) - m.get("built", 0)
         p = plain.get(("plain_fit", r["rep"]), {})
         p_fit = p.get("build_s", 0) + p.get("fit_s", 0)
+        validation = p.get("validation_s", 0)
+        bare = p.get("seconds", 0) - validation
         print(f"| {r['rep']} | {p.get('steps')} | {total:.1f} | {m.get('built', 0):.1f} / "
               f"{fit:.1f} / {total - m.get('fitted', total):.1f} | {p.get('seconds', 0):.1f} | "
               f"{p.get('load_s', 0):.1f} / {p_fit:.1f} / {p.get('save_s', 0):.1f} | "
-              f"{fit / p_fit if p_fit else float('nan'):.3f}x | "
-              f"{total / p['seconds'] if p else float('nan'):.3f}x |")
+              f"{p.get('validation_passes', 0)} in {validation:.1f} s | "
+              f"{total / p['seconds'] if p else float('nan'):.3f}x | "
+              f"{total / bare if bare else float('nan'):.3f}x |")
     print("\nPeak resident memory, GiB (orchestrating process / whole process tree; "
           "beyond: the orchestrating process's peak minus the training set in memory):\n")
     print("| case | component | orchestrating process | tree | processes | beyond the "
