@@ -273,7 +273,6 @@ def plain_fit(transformed_uri: str, overrides: dict, out_dir: str) -> dict:
             "images": len(train_set), "steps": t.epochs * t.steps_per_epoch}
 
 
-
 def _count_records(pattern: str) -> int:
     import tensorflow as tf
     files = sorted(glob.glob(pattern))
