@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -30,6 +31,14 @@ VERTEX_ACCELERATORS = (
     "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB",
     "NVIDIA_H100_MEGA_80GB", "NVIDIA_H200_141GB",
 )
+# Google Cloud's formats: a project ID (optionally domain-scoped, "example.com:proj"), a
+# region ("us-central1", "europe-west4"; Vertex AI Pipelines runs in regions only) and a
+# service account's email. The region list itself is the SDK's (kubeflow/vertex.py).
+GCP_PROJECT_PATTERN = r"(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+GCP_REGION_PATTERN = r"[a-z]+(?:-[a-z]+)+[0-9]+"
+SERVICE_ACCOUNT_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
+# A Kubernetes namespace is a DNS-1123 label; multi-user KFP reads it as the profile.
+K8S_NAMESPACE_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
 def _path(**kw):
@@ -369,12 +378,16 @@ class KubeflowConfig:
     gpus: int
     gpu_limit_resource: str
     vertex_accelerator: str
+    vertex_project: str
+    vertex_location: str
+    vertex_service_account: str
     memory: str
     cpu: str
     gpu_node_selector: list[str]
     volumes: list[str]
     beam_args: list[str]
     host: str
+    namespace: str
     schedule_cron: str
 
     def check(self, err):
@@ -386,6 +399,15 @@ class KubeflowConfig:
                 self.vertex_accelerator not in VERTEX_ACCELERATORS:
             err("vertex_accelerator", f"must be one of Vertex AI's accelerator types "
                 f"({', '.join(VERTEX_ACCELERATORS)}), got {self.vertex_accelerator!r}")
+        # Empty project and service account are allowed here: submit/schedule take flags.
+        for key, pattern, example in (
+                ("vertex_project", GCP_PROJECT_PATTERN, "my-project-123"),
+                ("vertex_location", GCP_REGION_PATTERN, "us-central1"),
+                ("vertex_service_account", SERVICE_ACCOUNT_PATTERN,
+                 "pipelines@my-project.iam.gserviceaccount.com")):
+            value = getattr(self, key)
+            if (value or key == "vertex_location") and not re.fullmatch(pattern, value):
+                err(key, f"must look like {example!r}, got {value!r}")
         for i, item in enumerate(self.gpu_node_selector):
             label, sep, value = item.partition("=")
             if not sep or not label or not value:
@@ -395,6 +417,9 @@ class KubeflowConfig:
             claim, sep, mount_path = item.partition(":")
             if not sep or not claim or not mount_path.startswith("/"):
                 err(f"volumes[{i}]", f"must be PVC_NAME:/absolute/mount/path, got {item!r}")
+        if self.namespace and not re.fullmatch(K8S_NAMESPACE_PATTERN, self.namespace):
+            err("namespace", "must be a Kubernetes namespace (lowercase letters, digits and "
+                f"'-', at most 63), got {self.namespace!r}")
 
 
 @dataclasses.dataclass(frozen=True)

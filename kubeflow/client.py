@@ -7,7 +7,9 @@
 the kubernetes platform spec), so a .json ``PipelineJob`` is rewritten into one
 and its root passed as the run's ``pipeline_root``. Everything here takes the
 client as an argument; the tests point a real ``kfp.Client`` at a local server
-that speaks KFP's v2beta1 API (tests/kfp_api_server.py).
+that speaks KFP's v2beta1 API (tests/kfp_api_server.py). On multi-user Kubeflow
+the client carries a profile namespace and a credential from the environment
+(make_client; kubeflow/README.md, "Multi-user Kubeflow").
 """
 
 from __future__ import annotations
@@ -15,17 +17,48 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import os
 from typing import Any
 
+from kubeflow.credentials import CREDENTIAL_VARIABLES, credential_from_environment
 from kubeflow.errors import KubeflowError
 
 
-def make_client(host: str):
-    """The KFP API client for ``host``."""
+log = logging.getLogger("cgd")
+
+def make_client(host: str, namespace: str = ""):
+    """The KFP API client for ``host``: in ``namespace`` (multi-user Kubeflow's profile;
+    empty for single-user KFP) with the credential found in the environment, if any.
+
+    Returns (client, credential or None). kfp.Client calls GET healthz when it has no
+    namespace (kfp/client/client.py), so a host that does not answer fails here.
+    """
     import kfp
 
-    return kfp.Client(host=host)
+    credential = credential_from_environment()
+    if credential:
+        log.info("kubeflow: authenticating with %s", credential.source)
+    try:
+        client = kfp.Client(host=host, **({"namespace": namespace} if namespace else {}),
+                            **(credential.kwargs if credential else {}))
+    except TimeoutError:  # get_kfp_healthz after 5 attempts
+        raise KubeflowError(f"Kubeflow Pipelines at {host} does not answer GET "
+                            "/apis/v2beta1/healthz (check --host / 'kubeflow.host')") from None
+    if namespace and client.get_user_namespace() != namespace:
+        # kfp 2.5 takes namespace="kubeflow" (its default) for "not given"; set_user_namespace
+        # would also write ~/.config/kfp/context.json, so set the client's own setting only.
+        client._context_setting["namespace"] = namespace
+    return client, credential
+
+
+def is_multi_user(client: Any) -> bool:
+    """What the API server says in GET healthz (``multi_user``, apiserver/main.go)."""
+    try:
+        return client.get_kfp_healthz().multi_user is True
+    except TimeoutError:
+        raise KubeflowError("Kubeflow Pipelines does not answer GET /apis/v2beta1/healthz "
+                            "(check --host / 'kubeflow.host')") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +132,14 @@ def default_run_name(spec: dict, now: datetime.datetime | None = None) -> str:
     return f"{spec['pipelineInfo']['name']} {now:%Y-%m-%d %H-%M-%S}"
 
 
+def _namespace(client: Any, namespace: str | None) -> str | None:
+    """``namespace``, else the client's (kfp.Client's own default); None for single-user."""
+    if namespace:
+        return namespace
+    getter = getattr(client, "get_user_namespace", None)
+    return (getter() if getter else None) or None
+
+
 def _kfp_call(what: str, call):
     """Run a kfp.Client call; an API refusal becomes one KubeflowError line with KFP's reason."""
     import kfp_server_api
@@ -111,16 +152,20 @@ def _kfp_call(what: str, call):
             reason = json.loads(e.body).get("message") or reason
         except (TypeError, ValueError):
             pass
+        # 401: the identity is missing or was not accepted (KFP's message says which, never
+        # the credential); name the variables that carry one.
+        hint = f"; the identity comes from {CREDENTIAL_VARIABLES}" if e.status == 401 else ""
         raise KubeflowError(f"Kubeflow Pipelines refused to {what} (HTTP {e.status}): "
-                            f"{reason}") from None
+                            f"{reason}{hint}") from None
 
 
 def submit(client: Any, pipeline_file: str, experiment: str, run_name: str | None = None,
-           default_root: str = ""):
+           default_root: str = "", namespace: str | None = None):
     """One run of the compiled pipeline on the client's cluster; returns the client's result.
 
     The run's pipeline root is the file's (a .json PipelineJob carries it), else
-    ``default_root`` (``kubeflow.pipeline_root``, what the spec was compiled for).
+    ``default_root`` (``kubeflow.pipeline_root``, what the spec was compiled for). The
+    experiment, hence the run, is in ``namespace``, by default the client's (make_client).
     """
     import tempfile
 
@@ -131,23 +176,27 @@ def submit(client: Any, pipeline_file: str, experiment: str, run_name: str | Non
             arguments={},
             run_name=run_name or default_run_name(package.spec),
             experiment_name=experiment,
+            namespace=_namespace(client, namespace),
             pipeline_root=package.root or default_root or None,
         ))
 
 
 def schedule(client: Any, pipeline_file: str, experiment: str, job_name: str, cron: str,
-             default_root: str = ""):
+             default_root: str = "", namespace: str | None = None):
     """A recurring run on KFP's cron (5- or 6-field ``cron``); returns the client's result.
 
     One run at a time (``max_concurrency=1``) and no catch-up of missed runs: a
-    retraining that was skipped must not be replayed in a burst.
+    retraining that was skipped must not be replayed in a burst. The recurring run is in
+    its experiment's namespace (KFP 2.0.5 job_server.go), ``namespace`` as in submit.
     """
     import tempfile
 
     kfp_cron = to_kfp_cron(cron)
     package = load_pipeline_file(pipeline_file)
     experiment_id = _kfp_call("create the experiment",
-                              lambda: client.create_experiment(name=experiment).experiment_id)
+                              lambda: client.create_experiment(
+                                  name=experiment,
+                                  namespace=_namespace(client, namespace)).experiment_id)
     with tempfile.TemporaryDirectory(prefix="cgd-kfp-") as tmp:
         return _kfp_call("create the recurring run", lambda: client.create_recurring_run(
             experiment_id=experiment_id,

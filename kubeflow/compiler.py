@@ -105,6 +105,9 @@ def resolve_image(cfg: Config, image: str | None) -> str:
 
 # Pipeline-root schemes each backend's launcher accepts (KFP: launcher_v2.go, objectstore).
 ROOT_SCHEMES = {"kfp": ("gs://", "s3://", "minio://"), "vertex": ("gs://",)}
+# Where each backend's executors read and write artifacts (kubeflow/storage.py): KFP's
+# launcher copies every artifact in and out, Vertex AI copies nothing.
+ARTIFACT_ACCESS = {"kfp": "launcher_copies", "vertex": "store"}
 
 
 def check_pipeline_root(cfg: Config) -> str:
@@ -241,7 +244,8 @@ def compile_pipeline(tfx_pipeline, cfg: Config, image: str, output_path: str) ->
         compiled = runner.run(tfx_pipeline)
     job = kfp_compat.make_runnable(
         compiled, example_gen_id=EXAMPLE_GEN_ID, evaluator_id=EVALUATOR_ID,
-        uses_version="{VERSION}" in cfg.data.file_pattern)
+        uses_version="{VERSION}" in cfg.data.file_pattern,
+        artifact_access=ARTIFACT_ACCESS[cfg.kubeflow.target])
     platform = platform_spec(cfg, job) if cfg.kubeflow.target == "kfp" else {}
     if platform and not yaml_output:
         raise KubeflowError(

@@ -11,24 +11,27 @@ mending what open-source KFP hands a step and TFX 1.16 cannot take:
    and TFX's entrypoint needs the type to pick the artifact class. The type is
    restored from the step's own input definitions (the compiled spec passes them
    as ``--json_serialized_inputs_spec_args``).
-2. Artifact URIs on minio:// or s3:// are replaced by the launcher's local copies
-   (kubeflow/storage.py), which ``tf.io.gfile`` opens; the executor output file
-   gets the store URIs back. gs:// stays as it is.
+2. Artifact URIs are replaced by the launcher's local copies as
+   ``--artifact_access`` says (kubeflow/storage.py): on KFP for every scheme, so
+   no executor writes GCS directory markers into an artifact; on Vertex AI for
+   minio:// and s3:// only. The executor output file gets the store URIs back.
 3. ExampleGen's span, version and input fingerprint, resolved by the span driver
    step (kubeflow/span_driver.py) and passed as parameters, are recorded on the
    Examples artifact, as TFX's own driver does where it runs.
+4. The process ends with the executor's status as soon as the output metadata
+   is written (kubeflow/exit_status.py): a crash in interpreter teardown cannot
+   fail a finished step.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from kubeflow import storage
+from kubeflow import exit_status, storage
 
 # Parameters the span driver adds to ExampleGen's inputs (TFX's ExampleGen utils names).
 SPAN_KEY, VERSION_KEY, FINGERPRINT_KEY = "span", "version", "input_fingerprint"
@@ -45,6 +48,8 @@ def parse_invocation(argv: list[str]):
     parser.add_argument("--executor_class_path")
     parser.add_argument("--json_serialized_invocation_args", required=True)
     parser.add_argument("--json_serialized_inputs_spec_args")
+    parser.add_argument("--artifact_access", choices=sorted(storage.LOCAL_COPY_SCHEMES),
+                        default=storage.DEFAULT_ACCESS)
     args, beam_args = parser.parse_known_args(argv)
     executor_input = pipeline_spec_pb2.ExecutorInput()
     json_format.Parse(args.json_serialized_invocation_args, executor_input,
@@ -77,12 +82,13 @@ def restore_input_types(executor_input: pipeline_spec_pb2.ExecutorInput,
             artifact.type.CopyFrom(inputs_spec.artifacts[key].artifact_type)
 
 
-def map_artifact_uris(executor_input: pipeline_spec_pb2.ExecutorInput) -> None:
+def map_artifact_uris(executor_input: pipeline_spec_pb2.ExecutorInput,
+                      access: str = storage.DEFAULT_ACCESS) -> None:
     """Input and output artifact URIs -> what the executors open (storage.to_executor_uri)."""
     for artifact_map in (executor_input.inputs.artifacts, executor_input.outputs.artifacts):
         for artifact_list in artifact_map.values():
             for artifact in artifact_list.artifacts:
-                artifact.uri = storage.to_executor_uri(artifact.uri)
+                artifact.uri = storage.to_executor_uri(artifact.uri, access=access)
 
 
 def record_span(executor_input: pipeline_spec_pb2.ExecutorInput) -> None:
@@ -118,9 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.executor_class_path:
         raise EntrypointError("--executor_class_path is required")
     restore_input_types(executor_input, inputs_spec)
-    map_artifact_uris(executor_input)
+    map_artifact_uris(executor_input, args.artifact_access)
     record_span(executor_input)
     args.json_serialized_invocation_args = json_format.MessageToJson(executor_input)
+    del args.artifact_access  # ours, not TFX's
 
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
     kubeflow_v2_run_executor.main((args, beam_args))
@@ -128,4 +135,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_status.run_then_exit(main)

@@ -16,7 +16,11 @@ we make to the compiled ``PipelineJob``, each for a reason in the backend's sour
   becomes a step of its own (kubeflow/span_driver.py), never cached, whose
   outputs (resolved input_config, span, fingerprint) are ExampleGen's inputs,
   so ExampleGen's cache key changes exactly when its data does;
-- every executor runs our entrypoint (kubeflow/entrypoint.py) around TFX's;
+- every executor runs our entrypoint (kubeflow/entrypoint.py) around TFX's, told
+  where its artifacts are to be read and written (``--artifact_access``,
+  kubeflow/storage.py): on KFP the launcher's local copies, since TensorFlow's
+  GCS directory markers break the launcher's downloads
+  (backend/src/v2/objectstore/object_store.go, kubeflow/pipelines#13476);
 - the RecallEvaluator is never cached: its verdict depends on the model in
   production, which no cache key sees.
 """
@@ -32,6 +36,7 @@ TFX_RUN_EXECUTOR = ["python", "-m",
 ENTRYPOINT = ["python", "-m", "kubeflow.entrypoint"]
 SPAN_DRIVER = ["python", "-m", "kubeflow.span_driver"]
 INPUTS_SPEC_FLAG = "--json_serialized_inputs_spec_args"
+ARTIFACT_ACCESS_FLAG = "--artifact_access"
 DRIVER_SUFFIX = "-driver"
 # The span driver's outputs, which become ExampleGen's inputs (kubeflow/span_driver.py).
 DRIVER_OUTPUTS = {"input_config": "STRING", "span": "NUMBER_INTEGER",
@@ -53,9 +58,15 @@ def check_runnable(spec: dict) -> None:
         if kinds:
             raise SpecError(f"executor {label} is a {sorted(kinds)[0]}: Kubeflow Pipelines runs "
                             "only container and importer executors")
-        if "lifecycle" in executor.get("container", {}):
+        container = executor.get("container", {})
+        if "lifecycle" in container:
             raise SpecError(f"executor {label} has a lifecycle hook, which Kubeflow Pipelines "
                             "never runs")
+        if container.get("command") == ENTRYPOINT and \
+                ARTIFACT_ACCESS_FLAG not in container.get("args", []):
+            raise SpecError(f"executor {label} does not say where its artifacts are read and "
+                            f"written ({ARTIFACT_ACCESS_FLAG}): on a gs:// root its steps "
+                            "would write directory markers that break KFP's launcher")
 
 
 def _set_inputs_spec_arg(args: list, inputs_definitions: dict) -> None:
@@ -65,12 +76,13 @@ def _set_inputs_spec_arg(args: list, inputs_definitions: dict) -> None:
 
 
 def make_runnable(job: dict, example_gen_id: str, evaluator_id: str,
-                  uses_version: bool = False) -> dict:
+                  uses_version: bool = False, artifact_access: str = "launcher_copies") -> dict:
     """A copy of the compiled ``PipelineJob`` that runs on KFP 2.x and Vertex AI.
 
     ``example_gen_id``: the file-based ExampleGen whose driver hook becomes a
     step; ``evaluator_id``: the task never to cache; ``uses_version``: the input
-    pattern has ``{VERSION}`` (the driver then also outputs the version).
+    pattern has ``{VERSION}`` (the driver then also outputs the version);
+    ``artifact_access``: the entrypoint's ``--artifact_access`` (kubeflow/storage.py).
     """
     job = copy.deepcopy(job)
     spec = job["pipelineSpec"]
@@ -87,6 +99,9 @@ def make_runnable(job: dict, example_gen_id: str, evaluator_id: str,
             continue
         if container.get("command") == TFX_RUN_EXECUTOR:
             container["command"] = list(ENTRYPOINT)
+            # First, so that the Beam args stay last, as TFX writes them.
+            container["args"] = [ARTIFACT_ACCESS_FLAG, artifact_access] + list(
+                container.get("args", []))
         lifecycle = container.pop("lifecycle", None)
         if lifecycle:
             if label != components[example_gen_id]["executorLabel"]:

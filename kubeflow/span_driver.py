@@ -23,6 +23,7 @@ import sys
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from kubeflow import exit_status
 from kubeflow.entrypoint import FINGERPRINT_KEY, SPAN_KEY, VERSION_KEY, parse_invocation
 
 INPUT_CONFIG_KEY = "input_config"
@@ -85,4 +86,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_status.run_then_exit(main)

@@ -9,9 +9,18 @@ from its local path after it exits:
     s3://BUCKET/KEY     <->  /s3/BUCKET/KEY
     minio://BUCKET/KEY  <->  /minio/BUCKET/KEY
 
-``tf.io.gfile`` opens gs:// itself but neither minio:// (the default KFP
-install's store) nor s3:// (without a filesystem plugin), so our entrypoint
-hands TFX's executors the local paths for those and keeps gs:// as it is.
+Where the executors read and write is the entrypoint's ``--artifact_access``,
+which ``cgd kubeflow compile`` sets for the target:
+
+- ``launcher_copies`` (Kubeflow Pipelines): the launcher's local copies, for every
+  scheme. On gs:// the executors must not write the store themselves:
+  TensorFlow's GCS filesystem leaves a zero-byte ``<dir>/`` object for every
+  directory it creates, and the launcher downloads that marker as a file, so
+  the next step cannot create the directory beneath it (``mkdir ...: not a
+  directory``, kubeflow/pipelines#13476). The launcher uploads files only.
+- ``store`` (Vertex AI, which copies nothing): gs:// as it is; minio:// and s3://
+  (which ``tf.io.gfile`` cannot open) still the local copies. This is also what
+  a step compiled without the flag gets, as before it existed.
 
 ``LOCAL_ROOT_ENV`` moves the local side away from ``/`` (the pod's filesystem
 root): the launcher emulation in the tests runs each step in its own directory.
@@ -24,8 +33,10 @@ import os
 LOCAL_ROOT_ENV = "CGD_KFP_LOCAL_ROOT"
 # Schemes the launcher accepts, and their local mount directories.
 LAUNCHER_MOUNTS = {"gs://": "gcs", "s3://": "s3", "minio://": "minio"}
-# Schemes tf.io.gfile cannot open: these are mapped to the launcher's local copies.
-MAPPED_SCHEMES = ("minio://", "s3://")
+# --artifact_access -> the schemes whose URIs become the launcher's local copies.
+LOCAL_COPY_SCHEMES = {"launcher_copies": ("gs://", "s3://", "minio://"),
+                      "store": ("minio://", "s3://")}  # tf.io.gfile opens gs:// only
+DEFAULT_ACCESS = "store"
 
 
 def local_root() -> str:
@@ -41,16 +52,18 @@ def launcher_local_path(uri: str, root: str | None = None) -> str:
                      f"({', '.join(LAUNCHER_MOUNTS)})")
 
 
-def to_executor_uri(uri: str, root: str | None = None) -> str:
-    """What our executors are given for ``uri``: its local copy when gfile cannot open it."""
-    return launcher_local_path(uri, root) if uri.startswith(MAPPED_SCHEMES) else uri
+def to_executor_uri(uri: str, root: str | None = None, access: str = DEFAULT_ACCESS) -> str:
+    """What our executors are given for ``uri`` under ``access`` (see the module docstring)."""
+    if uri.startswith(LOCAL_COPY_SCHEMES[access]):
+        return launcher_local_path(uri, root)
+    return uri
 
 
 def to_store_uri(path: str, root: str | None = None) -> str:
     """The inverse of ``to_executor_uri``: a launcher-local path back to its store URI."""
     base = root or local_root()
-    for scheme in MAPPED_SCHEMES:
-        mount = os.path.join(base, LAUNCHER_MOUNTS[scheme]) + os.sep
+    for scheme, mount_dir in LAUNCHER_MOUNTS.items():
+        mount = os.path.join(base, mount_dir) + os.sep
         if path.startswith(mount):
             return scheme + path[len(mount):]
     return path

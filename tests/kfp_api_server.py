@@ -21,9 +21,42 @@ Sources (github.com/kubeflow/pipelines at tag 2.0.5 unless noted):
     argocompiler/argo.go's "resolver not implemented yet" can be reached)
   - error shape: backend/src/common/util/error.go (UserError.GRPCStatus, ToGRPCError) and
     grpc-gateway v1.16.0 runtime/errors.go (DefaultHTTPError, HTTPStatusFromCode).
+
+Multi-user mode (`KfpApiServer(multi_user=True, users=..., tokens=..., cookies=...)`), as the
+Kubeflow platform runs KFP (MULTIUSER=true):
+  - healthz says "multi_user": true and needs no identity (apiserver/main.go);
+  - identity, tried in KFP's order (auth/auth.go GetAuthenticators): the `kubeflow-userid`
+    header with prefix "" (HTTPHeaderAuthenticator, auth/authenticator_http_headers.go; header
+    and prefix as manifests/kustomize/base/installs/multi-user/api-service/deployment-patch.yaml
+    sets KUBEFLOW_USERID_HEADER/PREFIX), then `Authorization: Bearer <token>`
+    (TokenReviewAuthenticator, auth/authenticator_token_review.go: a TokenReview with audience
+    pipelines.kubeflow.org; `tokens` maps the tokens the stand-in's "Kubernetes" accepts to
+    their user, e.g. "system:serviceaccount:team-a:default-editor"); header parsing and its
+    errors: auth/util.go; no identity: resource/resource_manager.go IsAuthorized's
+    Unauthenticated (HTTP 401) wrapping every authenticator's error, aggregated as
+    k8s.io/apimachinery v0.24.3 util/errors does (duplicates once, several in brackets);
+  - `cookies` stands for the auth proxy in front of KFP (Dex + oidc-authservice, or
+    oauth2-proxy, behind Istio): on the platform a valid session cookie never reaches KFP,
+    the proxy turns it into the `kubeflow-userid` header; here a known "name=value" cookie
+    sets that header (and replaces one the client sent, as the proxy's header does), an
+    unknown one is dropped (the real proxy would redirect to its login page instead);
+  - authorization: IsAuthorized's SubjectAccessReview becomes `users` (user -> namespaces
+    they may use, what a Kubeflow Profile's RoleBindings grant); any other namespace is
+    PermissionDenied (HTTP 403) with the review's reason empty, as RBAC leaves it;
+  - namespaces, checks and wrap messages in KFP's order: server/experiment_server.go
+    (createExperiment, listExperiments, getExperiment, canAccessExperiment: "An experiment
+    cannot have an empty namespace in multi-user mode"), server/run_server.go (createRun,
+    getRun, canAccessRun), server/job_server.go (createJob, getJob, canAccessJob),
+    resource/resource_manager.go GetValidExperimentNamespacePair ("Experiment id can not be
+    empty in multi-user mode"); runs and recurring runs take their experiment's namespace;
+    error texts and codes: common/util/error.go (NewUnauthenticatedError,
+    NewPermissionDeniedError, NewBadRequestError) and grpc-gateway's HTTPStatusFromCode.
 Not reproduced: the Go stack frames that "%+v" puts between the lines of "Internal error:"
-messages; pipeline versions; multi-user mode; list filters other than name equality; checks
-kfp.Client cannot trigger (empty names, periodic intervals, malformed DAGs). Real KFP answers
+messages; pipeline versions; list filters other than name equality; checks kfp.Client cannot
+trigger (empty names, periodic intervals, malformed DAGs); in multi-user mode the shared-read
+mode, token audiences (a token is known or not), Kubernetes' own TokenReview error text
+(`TOKEN_REVIEW_ERROR` stands for it), the resources' Kubernetes names in a denial (a run's
+display name stands for its workflow name) and the proxy's redirects. Real KFP answers
 unknown paths with a plain-text "Not Found"; this answers grpc-gateway-style JSON.
 """
 from __future__ import annotations
@@ -42,10 +75,19 @@ from kfp.pipeline_spec import pipeline_spec_pb2 as pb
 
 # gRPC codes KFP uses here, and grpc-gateway's HTTP status for each.
 UNKNOWN, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNIMPLEMENTED, INTERNAL = 2, 3, 5, 6, 12, 13
+PERMISSION_DENIED, ABORTED, UNAUTHENTICATED = 7, 10, 16
 HTTP_STATUS = {UNKNOWN: 500, INVALID_ARGUMENT: 400, NOT_FOUND: 404, ALREADY_EXISTS: 409,
-               UNIMPLEMENTED: 501, INTERNAL: 500}
+               UNIMPLEMENTED: 501, INTERNAL: 500, PERMISSION_DENIED: 403, ABORTED: 409,
+               UNAUTHENTICATED: 401}
 API = "/apis/v2beta1"
 Json = dict[str, Any]
+
+# Multi-user mode (auth/auth.go, auth/util.go, common/const.go, the multi-user manifests).
+USERID_HEADER, USERID_PREFIX = "kubeflow-userid", ""
+BEARER_HEADER, BEARER_PREFIX = "Authorization", "Bearer "
+IDENTITY_HEADER_MISSING = "Request header error: there is no user identity header."
+NO_IDENTITY = "Failed to check authorization. User identity is empty in the request header"
+TOKEN_REVIEW_ERROR = "[invalid bearer token]"  # Kubernetes' text, not KFP's: a stand-in
 
 
 class KfpError(Exception):
@@ -69,6 +111,19 @@ class KfpError(Exception):
     def not_found(cls, kind: str, name: str) -> KfpError:  # util.NewResourceNotFoundError
         message = f"{kind} {name} not found"
         return cls(NOT_FOUND, [f"ResourceNotFoundError: {message}"], message)
+
+    @classmethod
+    def unauthenticated(cls, message: str, cause: str) -> KfpError:  # util.NewUnauthenticatedError
+        return cls(UNAUTHENTICATED, [f"Unauthenticated: {message}", cause], message)
+
+    @classmethod
+    def permission_denied(cls, message: str) -> KfpError:  # util.NewPermissionDeniedError
+        return cls(PERMISSION_DENIED, [f"PermissionDenied: {message}", "Unauthorized access"],
+                   message)
+
+    @classmethod
+    def bad_request(cls, message: str) -> KfpError:  # util.NewBadRequestError(errors.New(m), m)
+        return cls(ABORTED, [f"BadRequestError: {message}", message], message)
 
     @classmethod
     def plain(cls, message: str) -> KfpError:
@@ -256,19 +311,44 @@ def _check_cron_range(expr: str, low: int, high: int, names: dict[str, int]) -> 
             raise ValueError(f"{message}: {expr}")
 
 
+def _aggregate(errors: list[str]) -> str:
+    """k8s.io/apimachinery v0.24.3 utilerrors.NewAggregate(errors).Error()."""
+    unique = list(dict.fromkeys(errors))
+    return unique[0] if len(unique) == 1 else "[" + ", ".join(unique) + "]"
+
+
+def _resource_attributes(namespace: str, verb: str, resource: str, name: str) -> str:
+    """authorizationv1.ResourceAttributes as "%+v" prints it (its generated String())."""
+    return (f"&ResourceAttributes{{Namespace:{namespace},Verb:{verb},Group:pipelines.kubeflow."
+            f"org,Version:v1beta1,Resource:{resource},Subresource:,Name:{name},}}")
+
+
 class KfpApiServer:
     """Fake KFP API server on 127.0.0.1:<free port>: `with KfpApiServer() as server:`, then
-    `kfp.Client(host=server.host)`. Accepted resources and refusals are recorded."""
+    `kfp.Client(host=server.host)`. Accepted resources and refusals are recorded.
 
-    def __init__(self) -> None:
+    `multi_user=True` runs it as the Kubeflow platform does (module docstring): `users` maps a
+    user to the namespaces they may use, `tokens` a bearer token to its user, `cookies` an
+    auth-proxy session cookie ("authservice_session=...") to its user; `identities` records
+    (path, user) for every call an identity was found for."""
+
+    def __init__(self, multi_user: bool = False, users: dict[str, list[str]] | None = None,
+                 tokens: dict[str, str] | None = None,
+                 cookies: dict[str, str] | None = None) -> None:
+        self.multi_user = multi_user
+        self.users = {user: set(namespaces) for user, namespaces in (users or {}).items()}
+        self.tokens, self.cookies = dict(tokens or {}), dict(cookies or {})
+        self.identities: list[tuple[str, str]] = []
         self.experiments: dict[str, Json] = {}
         self.runs: list[Json] = []  # accepted request bodies plus the fields the server sets
         self.recurring_runs: list[Json] = []
         self.refusals: list[tuple[str, str]] = []  # (path, gRPC status message)
         self._lock = threading.Lock()
+        self._request: tuple[str, dict[str, list[str]]] = ("", {})  # (path, headers), locked
+        self._run_namespaces: dict[str, str] = {}  # model.Run.Namespace (not in the v2 API)
         self._routes: list[tuple[str, str, Callable[..., Json]]] = [
             ("GET", "healthz", lambda query, body: {
-                "commit_sha": "unknown", "tag_name": "unknown", "multi_user": False}),
+                "commit_sha": "unknown", "tag_name": "unknown", "multi_user": multi_user}),
             ("GET", "experiments", self._list_experiments),
             ("POST", "experiments", self._create_experiment),
             ("GET", "experiments/([^/:]+)", self._get_experiment),
@@ -290,11 +370,14 @@ class KfpApiServer:
         self._http.shutdown()
         self._http.server_close()
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Json]:
-        """(HTTP status, JSON body) for one request; refusals are recorded."""
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any,
+               headers: dict[str, list[str]] | None = None) -> tuple[int, Json]:
+        """(HTTP status, JSON body) for one request; refusals are recorded. `headers`: lower-case
+        name -> values, after the auth proxy (multi-user mode only reads them)."""
         for route_method, route, endpoint in self._routes:
             if route_method == method and (match := re.fullmatch(f"{API}/{route}", path)):
                 with self._lock:
+                    self._request = (path, self._behind_auth_proxy(headers or {}))
                     try:
                         return 200, endpoint(query, body, *match.groups())
                     except (ValueError, TypeError, AttributeError) as malformed:
@@ -306,6 +389,98 @@ class KfpApiServer:
                     return HTTP_STATUS[refusal.code], refusal.status()
         return 404, {"error": "Not Found", "code": NOT_FOUND, "message": "Not Found", "details": []}
 
+    # ------------------------------------------------------------ multi-user: who may do what
+
+    def _behind_auth_proxy(self, headers: dict[str, list[str]]) -> dict[str, list[str]]:
+        """What KFP receives: a known session cookie becomes the kubeflow-userid header."""
+        pairs = [pair.strip() for value in headers.get("cookie", []) for pair in value.split(";")]
+        users = [self.cookies[pair] for pair in pairs if pair in self.cookies]
+        headers = {name: values for name, values in headers.items() if name != "cookie"}
+        if users:
+            headers[USERID_HEADER] = users[:1]
+        return headers
+
+    def _header(self, header: str, prefix: str) -> str:
+        """auth/util.go singlePrefixedHeaderFromMetadata."""
+        values = self._request[1].get(header.lower(), [])
+        if not values:
+            raise KfpError.unauthenticated(IDENTITY_HEADER_MISSING, IDENTITY_HEADER_MISSING)
+        if len(values) != 1:
+            raise KfpError.bad_request(f"Request header error: unexpected number of '{header}' "
+                                       f"headers. Expect 1 got {len(values)}")
+        if not values[0].startswith(prefix):
+            raise KfpError.bad_request(f"Header '{header}' is incorrectly formatted. Expected "
+                                       f"prefix '{prefix}'")
+        return values[0][len(prefix):]
+
+    def _user_from_token(self) -> str:
+        """TokenReviewAuthenticator.GetUserIdentity (a TokenReview of `tokens`)."""
+        token = self._header(BEARER_HEADER, BEARER_PREFIX)
+        if token not in self.tokens:
+            raise KfpError.unauthenticated(
+                f"Review.Status.Authenticated is false. Error {TOKEN_REVIEW_ERROR}",
+                "Failed to authenticate token review").wrap("Authentication failure")
+        return self.tokens[token]
+
+    def _authorize(self, namespace: str, verb: str, resource: str, name: str = "") -> None:
+        """ResourceManager.IsAuthorized: the first authenticator that finds a user, then the
+        SubjectAccessReview (here: `users`)."""
+        errors, user = [], ""
+        for authenticate in (lambda: self._header(USERID_HEADER, USERID_PREFIX),
+                             self._user_from_token):
+            try:
+                user = authenticate()
+                break
+            except KfpError as error:
+                errors.append(str(error))
+        if not user:
+            raise KfpError.unauthenticated(NO_IDENTITY, _aggregate(errors))
+        self.identities.append((self._request[0], user))
+        if namespace not in self.users.get(user, ()):
+            raise KfpError.permission_denied(
+                f"User '{user}' is not authorized with reason:  (request: "
+                f"{_resource_attributes(namespace, verb, resource, name)})")
+
+    def _can_access_experiment(self, verb: str, namespace: str = "", name: str = "",
+                               experiment_id: str = "") -> None:
+        """ExperimentServer.canAccessExperiment."""
+        if experiment_id:
+            if experiment_id not in self.experiments:
+                raise KfpError.not_found("Experiment", experiment_id).wrap(
+                    "Failed to authorize with the experiment ID")
+            experiment = self.experiments[experiment_id]
+            namespace, name = experiment["namespace"], name or experiment["display_name"]
+        if namespace in ("", "-"):  # IsEmptyNamespace
+            raise KfpError.invalid_input("An experiment cannot have an empty namespace in "
+                                         "multi-user mode")
+        try:
+            self._authorize(namespace, verb, "experiments", name)
+        except KfpError as error:
+            raise error.wrap("Failed to authorize with API") from None
+
+    def _can_access_run(self, verb: str, namespace: str, run_id: str = "",
+                        name: str = "") -> None:
+        """RunServer.canAccessRun (the run's namespace resolved by the caller)."""
+        if namespace in ("", "-"):
+            raise KfpError.invalid_input("A run cannot have an empty namespace in multi-user mode")
+        try:
+            self._authorize(namespace, verb, "runs", name)
+        except KfpError as error:
+            raise error.wrap(f"Failed to access run {run_id}. Check if you have access to "
+                             f"namespace {namespace}") from None
+
+    def _can_access_job(self, verb: str, namespace: str, name: str = "") -> None:
+        """JobServer.canAccessJob."""
+        if namespace in ("", "-"):
+            raise KfpError.invalid_input("a recurring run cannot have an empty namespace in "
+                                         "multi-user mode")
+        try:
+            self._authorize(namespace, verb, "jobs", name)
+        except KfpError as error:
+            raise error.wrap("failed to authorize with API") from None
+
+    # ------------------------------------------------------------ endpoints
+
     def _list_experiments(self, query: dict[str, str], body: Any) -> Json:
         names = set()
         for predicate in json.loads(query.get("filter") or "{}").get("predicates", []):
@@ -313,32 +488,63 @@ class KfpApiServer:
                     or predicate.get("key") not in ("display_name", "name")):
                 raise KfpError.unmodelled(f"the filter {predicate}")
             names.add(predicate.get("stringValue", predicate.get("string_value")))
-        found = [e for e in self.experiments.values() if not names or e["display_name"] in names]
+        namespace = ""  # ReplaceNamespace: "" in single-user mode
+        if self.multi_user:
+            namespace = query.get("namespace", "")
+            try:
+                self._can_access_experiment("list", namespace)
+            except KfpError as error:
+                raise error.wrap("Failed to authorize with API").wrap(
+                    "List experiments failed") from None
+        found = [e for e in self.experiments.values() if (not names or e["display_name"] in names)
+                 and e.get("namespace", "") == namespace]
         return {"experiments": found, "total_size": len(found)} if found else {}
 
     def _create_experiment(self, query: dict[str, str], body: Json) -> Json:
         name = body.get("display_name", "")
-        if any(e["display_name"] == name for e in self.experiments.values()):
+        namespace = (body.get("namespace") or "") if self.multi_user else ""
+        if self.multi_user:
+            try:
+                self._can_access_experiment("create", namespace, name)
+            except KfpError as error:
+                raise error.wrap("Failed to authorize the request").wrap(
+                    "Failed to create a experiment") from None
+        if any(e["display_name"] == name and e.get("namespace", "") == namespace
+               for e in self.experiments.values()):  # names are unique per namespace
             message = (f"Failed to create a new experiment. The name {name} already exists. "
                        "Please specify a new name")
             raise KfpError(ALREADY_EXISTS, [f"Already exist error: {message}"], message).wrap(
                 "Failed to create a experiment")
-        return self._add_experiment(name, body.get("description", ""))
+        return self._add_experiment(name, body.get("description", ""), namespace)
 
-    def _add_experiment(self, name: str, description: str) -> Json:
+    def _add_experiment(self, name: str, description: str, namespace: str = "") -> Json:
         experiment = {"experiment_id": str(uuid.uuid4()), "display_name": name,
                       "description": description, "created_at": _now(),
                       "storage_state": "AVAILABLE"}  # single-user mode: namespace ""
+        if self.multi_user:
+            experiment["namespace"] = namespace
         self.experiments[experiment["experiment_id"]] = experiment
         return experiment
 
     def _get_experiment(self, query: dict[str, str], body: Any, id_: str) -> Json:
+        if self.multi_user:
+            try:
+                self._can_access_experiment("get", experiment_id=id_)
+            except KfpError as error:
+                raise error.wrap("Failed to authorize the request").wrap(
+                    "Failed to fetch experiment") from None
         if id_ not in self.experiments:
             raise KfpError.not_found("Experiment", id_).wrap("Failed to fetch experiment")
         return self.experiments[id_]
 
     def _experiment_id(self, body: Json, kind: str) -> str:
-        """GetValidExperimentNamespacePair: a known experiment, else the "Default" one."""
+        """GetValidExperimentNamespacePair: a known experiment, else the "Default" one
+        (multi-user mode: a known experiment in the namespace the body claims, if any)."""
+        combination = f"Failed to create a {kind} due to invalid experimentId and namespace " \
+                      "combination"
+        if self.multi_user and not body.get("experiment_id"):
+            raise KfpError.invalid_input("Experiment id can not be empty in multi-user mode"
+                                         ).wrap(combination)
         if not (id_ := body.get("experiment_id")):
             default = [e for e in self.experiments.values() if e["display_name"] == "Default"]
             return (default or [self._add_experiment("Default", "All runs created without "
@@ -348,6 +554,10 @@ class KfpApiServer:
                 f"Failed to fetch namespace from experiment {id_}").wrap(
                 f"Failed to fetch namespace for experiment {id_}").wrap(
                 f"Failed to create a {kind} due to invalid experimentId and namespace combination")
+        claimed, namespace = body.get("namespace") or "", self.experiments[id_].get("namespace", "")
+        if self.multi_user and claimed and claimed != namespace:
+            raise KfpError.invalid_input(f"Experiment {id_} belongs to namespace '{namespace}' "
+                                         f"instead of '{claimed}'").wrap(combination)
         return id_
 
     @staticmethod
@@ -377,6 +587,17 @@ class KfpApiServer:
     def _create_run(self, query: dict[str, str], body: Json) -> Json:
         try:
             experiment_id = self._experiment_id(body, "run")
+            namespace = self.experiments[experiment_id].get("namespace", "")
+            if self.multi_user:  # RunServer.createRun, before the resource manager
+                if not namespace:
+                    raise KfpError.invalid_input("A run cannot have an empty namespace in "
+                                                 "multi-user mode")
+                try:
+                    self._can_access_run("create", namespace)
+                except KfpError as error:
+                    raise error.wrap("Failed to create a run due to authorization error. Check "
+                                     f"if you have write permissions to namespace {namespace}"
+                                     ) from None
             self._workflow(body, "Failed to create a run due to error fetching manifest",
                            "Failed to generate the ExecutionSpec")
         except KfpError as error:
@@ -386,13 +607,24 @@ class KfpApiServer:
                "storage_state": "AVAILABLE", "state": "PENDING", "created_at": _now(),
                "scheduled_at": _now(), "finished_at": "1970-01-01T00:00:00Z"}
         self.runs.append(run)
+        self._run_namespaces[run["run_id"]] = namespace
         return run
 
     def _get_run(self, query: dict[str, str], body: Any, id_: str) -> Json:
-        if found := [run for run in self.runs if run["run_id"] == id_]:
+        found = [run for run in self.runs if run["run_id"] == id_]
+        missing = KfpError.not_found("Run", id_).wrap(f"Failed to fetch run {id_}")
+        if self.multi_user:
+            try:
+                if not found:
+                    raise missing.wrap(f"Failed to authorize with the run ID {id_}")
+                self._can_access_run("get", self._run_namespaces[id_], id_,
+                                     found[0]["display_name"])
+            except KfpError as error:
+                raise error.wrap("Failed to authorize the request").wrap(
+                    "Failed to get a run") from None
+        if found:
             return found[0]
-        raise KfpError.not_found("Run", id_).wrap(f"Failed to fetch run {id_}").wrap(
-            "Failed to get a run")
+        raise missing.wrap("Failed to get a run")
 
     def _create_recurring_run(self, query: dict[str, str], body: Json) -> Json:
         """toModelJob's checks first, then JobServer.createJob and ResourceManager.CreateJob."""
@@ -410,6 +642,17 @@ class KfpApiServer:
                                          ).wrap(conversion)
         try:
             experiment_id = self._experiment_id(body, "recurring run")
+            namespace = self.experiments[experiment_id].get("namespace", "")
+            if self.multi_user:  # JobServer.createJob, before the resource manager
+                if not namespace:
+                    raise KfpError.invalid_input("Recurring run cannot have an empty namespace "
+                                                 "in multi-user mode")
+                try:
+                    self._can_access_job("create", namespace, body.get("display_name", ""))
+                except KfpError as error:
+                    raise error.wrap("Failed to create a recurring run due to authorization "
+                                     "error. Check if you have write permission to namespace "
+                                     f"{namespace}") from None
             self._workflow(body, "Failed to create a recurring run with an invalid pipeline spec "
                            "manifest", "Failed to create a recurring run during scheduled "
                            "workflow creation")
@@ -418,7 +661,7 @@ class KfpApiServer:
         enabled = body.get("mode") == "ENABLE"
         recurring_run = {**body, "recurring_run_id": str(uuid.uuid4()),
                          "experiment_id": experiment_id, "max_concurrency": str(max_concurrency),
-                         "mode": "ENABLE" if enabled else "DISABLE", "namespace": "",
+                         "mode": "ENABLE" if enabled else "DISABLE", "namespace": namespace,
                          "status": "ENABLED" if enabled else "DISABLED",
                          "service_account": body.get("service_account") or "pipeline-runner",
                          "created_at": _now(), "updated_at": _now()}
@@ -426,7 +669,17 @@ class KfpApiServer:
         return recurring_run
 
     def _get_recurring_run(self, query: dict[str, str], body: Any, id_: str) -> Json:
-        if found := [run for run in self.recurring_runs if run["recurring_run_id"] == id_]:
+        found = [run for run in self.recurring_runs if run["recurring_run_id"] == id_]
+        if self.multi_user:
+            try:
+                if not found:
+                    raise KfpError.not_found("Job", id_).wrap(
+                        "failed to authorize with the recurring run ID")
+                self._can_access_job("get", found[0]["namespace"], found[0]["display_name"])
+            except KfpError as error:
+                raise error.wrap("Failed to authorize the request").wrap(
+                    "Failed to fetch a recurring run") from None
+        if found:
             return found[0]
         raise KfpError.not_found("Job", id_).wrap("Failed to fetch a recurring run")
 
@@ -453,7 +706,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as error:  # grpc-gateway refuses undecodable bodies likewise
             status, reply = 400, KfpError(INVALID_ARGUMENT, [str(error)], str(error)).status()
         else:
-            status, reply = self.server.api.handle(method, url.path, query, body)  # type: ignore
+            headers: dict[str, list[str]] = {}
+            for name, value in self.headers.items():  # repeated headers stay separate
+                headers.setdefault(name.lower(), []).append(value)
+            status, reply = self.server.api.handle(  # type: ignore[attr-defined]
+                method, url.path, query, body, headers)
         data = json.dumps(reply).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -26,14 +26,26 @@ for the image:
   substitution; a hit reuses the earlier execution's artifacts and parameters.
 - Launcher (backend/src/v2/component/launcher_v2.go): placeholders substituted
   (``{{$}}`` is the ExecutorInput with the store URIs), inputs downloaded to
-  ``/minio/...`` (here: under the pod's own directory, named by
-  ``CGD_KFP_LOCAL_ROOT``), the command run, ``output_metadata.json`` read back
-  strictly (parameterValues first, then parameter files; artifact URI and
+  ``/gcs/...``, ``/minio/...``, ``/s3/...`` (here: under the pod's own directory,
+  named by ``CGD_KFP_LOCAL_ROOT``), the command run, ``output_metadata.json`` read
+  back strictly (parameterValues first, then parameter files; artifact URI and
   metadata merged; a URI outside the root's bucket fails), outputs uploaded,
   artifacts recorded in MLMD with their metadata as custom properties.
+- Object store (backend/src/v2/objectstore/object_store.go, the same at 2.0.5 and
+  at the newest 2.x tag for what matters here): buckets of flat object names
+  (tests/gcs_emulator.py's ``ObjectStore``). ``DownloadBlob`` lists every object
+  under the artifact's key prefix and writes each to ``localDir/Rel(prefix, key)``
+  with Go's ``os.MkdirAll`` of its parent and ``os.Create``, directory markers
+  (``<dir>/`` objects) included: a marker becomes an empty file, and a later
+  object beneath it fails with ``mkdir ...: not a directory``
+  (kubeflow/pipelines#13476). ``UploadBlob`` walks the local directory and
+  uploads files only; a missing local path uploads nothing ("We allow components
+  to not produce output files"). gs:// is also served to the steps over GCS's
+  JSON API (tests/gcs_emulator.py), so a step that writes gs:// itself, through
+  TensorFlow's own GCS filesystem, writes the markers TensorFlow really writes.
 
-Not emulated: Argo, Kubernetes scheduling, retries, the UI; the object store is
-a local directory (``store/<scheme>/<bucket>/<key>``).
+Not emulated: Argo, Kubernetes scheduling, retries, the UI, object store
+credentials; ``/gcs``-style mounts are per pod, never shared.
 """
 
 from __future__ import annotations
@@ -43,7 +55,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -55,6 +66,8 @@ from google.protobuf import json_format, struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+
+from tests.gcs_emulator import GcsEmulator, ObjectStore
 
 LOCAL_ROOT_ENV = "CGD_KFP_LOCAL_ROOT"  # kubeflow/storage.py; "/" in a real pod
 MOUNTS = {"gs://": "gcs", "s3://": "s3", "minio://": "minio"}
@@ -158,9 +171,12 @@ class KfpEmulator:
     def __init__(self, work_dir: Path, env: dict | None = None, python: str = sys.executable,
                  task_timeout_s: float = 1200):
         self.work_dir = Path(work_dir)
-        self.store = self.work_dir / "store"
+        self.stores = {scheme: ObjectStore(self.work_dir / "store" / mount)
+                       for scheme, mount in MOUNTS.items()}
         self.pods = self.work_dir / "pods"
-        self.env = dict(os.environ if env is None else env)
+        # gs:// is also reachable from the steps, as GCS is from a pod.
+        self.gcs = GcsEmulator(self.stores["gs://"], self.work_dir / "gcs-tls").__enter__()
+        self.env = dict(os.environ if env is None else env, **self.gcs.environment())
         self.python = python
         self.task_timeout_s = task_timeout_s
         config = metadata_store_pb2.ConnectionConfig()
@@ -210,6 +226,7 @@ class KfpEmulator:
         run_id = str(uuid.uuid4())
         run_root = f"{pipeline_root.rstrip('/')}/{spec['pipelineInfo']['name']}/{run_id}"
         bucket_prefix = match.group(1) + match.group(2) + "/"
+        self.stores[match.group(1)].create_bucket(match.group(2))
         tasks = spec["root"]["dag"]["tasks"]
         results: dict[str, TaskResult] = {}
         for name in self._order(tasks):
@@ -334,10 +351,12 @@ class KfpEmulator:
 
     # ------------------------------------------------------------------ launcher
 
-    def _store_path(self, uri: str) -> Path:
-        for scheme, mount in MOUNTS.items():
+    def _locate(self, uri: str) -> tuple[ObjectStore, str, str]:
+        """(store, bucket, key) of a store URI (ParseBucketConfig + KeyFromURI)."""
+        for scheme in MOUNTS:
             if uri.startswith(scheme):
-                return self.store / mount / uri[len(scheme):]
+                bucket, _, key = uri[len(scheme):].partition("/")
+                return self.stores[scheme], bucket, key.rstrip("/")
         raise ValueError(f"{uri}: unsupported storage scheme")
 
     @staticmethod
@@ -348,12 +367,60 @@ class KfpEmulator:
         raise ValueError(f"failed to generate local path for URI {uri}: unsupported storage scheme")
 
     @staticmethod
-    def _copy(src: Path, dst: Path) -> None:
-        if src.is_dir():
-            shutil.copytree(src, dst, dirs_exist_ok=True)
-        elif src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    def _mkdir_all(path: str) -> None:
+        """Go's os.MkdirAll: an existing non-directory on the way is ENOTDIR, named."""
+        if os.path.isdir(path):
+            return
+        if os.path.exists(path):
+            raise OSError(f"mkdir {path}: not a directory")
+        parent = os.path.dirname(path.rstrip("/"))
+        if parent and parent != path:
+            KfpEmulator._mkdir_all(parent)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise OSError(f"mkdir {path}: not a directory") from None
+
+    def _download_blob(self, uri: str, local_dir: Path) -> None:
+        """objectstore.DownloadBlob: every object under the key prefix, markers included."""
+        store, bucket, blob_dir = self._locate(uri)
+        for key in store.names(bucket, blob_dir):  # bucket.List(Prefix: blobDir)
+            relative = os.path.relpath(key, blob_dir) if key != blob_dir else "."
+            local = os.path.normpath(os.path.join(local_dir, relative))  # filepath.Join
+            where = f'downloadFile(): unable to complete copying "{key}" to local storage ' \
+                    f'"{local}"'
+            try:
+                self._mkdir_all(os.path.dirname(local))
+            except OSError as e:
+                raise OSError(f'{where}: failed to create local directory '
+                              f'"{os.path.dirname(local)}": {e}') from None
+            try:
+                with open(local, "wb") as f:  # os.Create
+                    f.write(store.get(bucket, key) or b"")
+            except IsADirectoryError:
+                raise OSError(f'{where}: unable to open local file "{local}" for writing: '
+                              f'open {local}: is a directory') from None
+
+    def _upload_blob(self, local_path: Path, uri: str) -> None:
+        """objectstore.UploadBlob: files only, directories walked; nothing when absent."""
+        store, bucket, blob_path = self._locate(uri)
+        if not local_path.exists():
+            return  # launcher_v2.go: "We allow components to not produce output files"
+        if local_path.is_file():
+            store.put(bucket, blob_path, local_path.read_bytes())
+            return
+        for entry in sorted(local_path.iterdir()):
+            self._upload_blob(entry, f"{uri.rstrip('/')}/{entry.name}")
+
+    def download(self, uri: str) -> Path:
+        """A fresh local copy of the artifact at ``uri``, made as the launcher makes it."""
+        target = self.work_dir / "inspect" / uuid.uuid4().hex
+        self._download_blob(uri, target)
+        return target
+
+    def close(self) -> None:
+        self.gcs.__exit__(None, None, None)
 
     def _substitute(self, text: str, executor_input: dict, pod: Path) -> str:
         """getPlaceholders + strings.ReplaceAll (launcher_v2.go)."""
@@ -390,10 +457,14 @@ class KfpEmulator:
                 return TaskResult("CACHED", dict(hit.artifacts), dict(hit.parameters), {}, limits)
 
         # Launcher: download inputs, prepare output folders, run, read the output file.
-        for lst in executor_input["inputs"]["artifacts"].values():
+        for key, lst in executor_input["inputs"]["artifacts"].items():
             for artifact in lst["artifacts"]:
-                self._copy(self._store_path(artifact["uri"]),
-                           self._local_path(pod, artifact["uri"]))
+                try:
+                    self._download_blob(artifact["uri"], self._local_path(pod, artifact["uri"]))
+                except OSError as e:
+                    raise TaskFailed(name, f"failed to download input artifact \"{key}\" from "
+                                           f"remote storage URI \"{artifact['uri']}\": {e}") \
+                        from None
         for lst in executor_input["outputs"]["artifacts"].values():
             self._local_path(pod, lst["artifacts"][0]["uri"]).parent.mkdir(parents=True,
                                                                          exist_ok=True)
@@ -447,7 +518,7 @@ class KfpEmulator:
             if not uri.startswith(bucket_prefix):
                 raise TaskFailed(name, f"failed to upload output artifact {key!r}: URI {uri!r} "
                                        f"does not have expected bucket prefix {bucket_prefix!r}")
-            self._copy(self._local_path(pod, uri), self._store_path(uri))
+            self._upload_blob(self._local_path(pod, uri), uri)
             artifacts[key] = self._record_artifact(
                 key, _schema_title(provisioned["type"]), uri, metadata)
         result = TaskResult("COMPLETE", artifacts, parameters, executor_input, limits, log_text)
@@ -472,6 +543,4 @@ class KfpEmulator:
         """An artifact as the next task would receive it."""
         return self._runtime_artifact(artifact_id)
 
-    def local_path(self, uri: str) -> Path:
-        """Where the object store keeps ``uri`` (to read outputs in tests)."""
-        return self._store_path(uri)
+

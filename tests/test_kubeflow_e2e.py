@@ -3,7 +3,11 @@
 `cgd kubeflow compile` output goes through the API server's checks, then task
 by task through the driver and launcher emulation, each step a subprocess of
 this venv (standing in for the image), artifacts on an emulated MinIO store
-(KFP's default), metadata in a real ML Metadata store. Three runs:
+(KFP's default), metadata in a real ML Metadata store. The same three runs also
+go on an emulated GCS root (tests/gcs_emulator.py: TensorFlow's own GCS
+filesystem writes its directory markers there, and the launcher downloads them
+as KFP's does), with a crash injected at interpreter exit into every step (an
+atexit hook that calls os.abort(), as TFX's executors sometimes die on KFP):
 
 1. span 1: everything runs, the first model is pushed;
 2. span 2, a worse model (black padding): ExampleGen and everything after it rerun,
@@ -11,10 +15,13 @@ this venv (standing in for the image), artifacts on an emulated MinIO store
 3. span 2 again: served from KFP's cache up to the evaluator, which runs
    (its verdict depends on production) and pushes nothing.
 
-And the spec `main` compiled before this change is refused (or fails) there.
+And the spec `main` compiled before this change is refused (or fails) there; on
+the GCS root, the spec and entrypoint before --artifact_access fail at the
+second step with the launcher's `not a directory`.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -27,6 +34,12 @@ from tests.kfp_emulator import KfpEmulator, Refused, TaskFailed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # a default KFP install's store
+GCS_ROOT = "gs://cgd-kfp-test/pipeline-root"
+# The crash at exit TFX's executors sometimes die of on KFP v2 (sky-uk/kfp-operator#1286),
+# injected into every step: Python runs sitecustomize at start-up, atexit hooks at exit.
+CRASH_AT_EXIT = ("import atexit, os, sys\n"
+                 "print('crash at exit armed', file=sys.stderr, flush=True)\n"
+                 "atexit.register(os.abort)\n")
 KUBEFLOW = {"pipeline_root": PIPELINE_ROOT, "image": "registry.example/cgd:test",
             "beam_args": ["--direct_num_workers=1"], "gpus": 1,
             "gpu_limit_resource": "nvidia.com/gpu", "memory": "8G", "cpu": "2"}
@@ -55,12 +68,23 @@ def versions(cfg) -> list[int]:
 
 def metrics(emulator: KfpEmulator, run) -> dict:
     evaluation = emulator.artifact(run.tasks["RecallEvaluator"].artifacts["evaluation"])
-    return json.loads((emulator.local_path(evaluation["uri"]) / "metrics.json").read_text())
+    return json.loads((emulator.download(evaluation["uri"]) / "metrics.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def kfp_runs(tmp_path_factory):
-    """The three runs of the module docstring, sharing one emulated cluster."""
+def crashing_at_exit(tmp: Path) -> dict:
+    """The environment of a cluster whose step processes abort at interpreter exit."""
+    hook_dir = tmp / "crash-at-exit"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(CRASH_AT_EXIT)
+    path = os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path)
+
+
+@pytest.fixture(scope="module", params=[PIPELINE_ROOT, GCS_ROOT], ids=["minio", "gcs"])
+def kfp_runs(request, tmp_path_factory):
+    """The three runs of the module docstring, sharing one emulated cluster per root."""
+    pipeline_root = request.param
+    gcs = pipeline_root.startswith("gs://")
     monkeypatch = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("kfp")
     source = tmp / "cars196"
@@ -69,8 +93,8 @@ def kfp_runs(tmp_path_factory):
                        data={"file_pattern": "span-{SPAN}/*"},
                        # 144 eval queries: the tests check the gate's mechanics at 50%.
                        evaluator={"baseline_tolerance": 0.0, "confidence_level": 0.5},
-                       kubeflow=KUBEFLOW)
-    emulator = KfpEmulator(tmp / "cluster")
+                       kubeflow=dict(KUBEFLOW, pipeline_root=pipeline_root))
+    emulator = KfpEmulator(tmp / "cluster", env=crashing_at_exit(tmp) if gcs else None)
     try:
         spec, root = compile_spec(cfg.replace(trainer=UNTRAINED), tmp / "good.json",
                                   monkeypatch)
@@ -86,8 +110,9 @@ def kfp_runs(tmp_path_factory):
         third = emulator.run(bad_spec, root)
     finally:
         monkeypatch.undo()
-    return dict(cfg=cfg, emulator=emulator, runs=(first, second, third),
-                versions=(first_versions, second_versions, versions(cfg)))
+    yield dict(cfg=cfg, emulator=emulator, runs=(first, second, third), root=pipeline_root,
+               versions=(first_versions, second_versions, versions(cfg)))
+    emulator.close()
 
 
 def test_first_run_executes_every_task_and_pushes_the_first_model(kfp_runs):
@@ -110,8 +135,8 @@ def test_span_driver_resolves_the_newest_span_and_records_it_on_the_examples(kfp
         assert examples["metadata"]["span"] == span
         assert examples["metadata"]["input_fingerprint"] == driver.parameters["input_fingerprint"]
         fingerprints.append(driver.parameters["input_fingerprint"])
-        assert examples["uri"] == (f"{PIPELINE_ROOT}/cgd-kfp/{run.run_id}/RetrievalExampleGen/"
-                                   "examples")
+        assert examples["uri"] == (f"{kfp_runs['root']}/cgd-kfp/{run.run_id}/"
+                                   "RetrievalExampleGen/examples")
     assert fingerprints[0] != fingerprints[1] and "num_files:4" in fingerprints[0]
 
 
@@ -122,7 +147,8 @@ def test_steps_get_what_kfp_gives_them_and_still_run(kfp_runs):
     transform_input = first.tasks["Transform"].executor_input
     examples = transform_input["inputs"]["artifacts"]["examples"]["artifacts"][0]
     assert examples["type"] == {"instanceSchema": ""}
-    assert examples["name"].isdigit() and examples["uri"].startswith("minio://")
+    assert examples["name"].isdigit()
+    assert examples["uri"].startswith(kfp_runs["root"].split("://")[0] + "://")
     assert isinstance(examples["metadata"]["span"], float)  # MLMD gives numbers back as doubles
     assert "parameters" not in transform_input["inputs"]
     assert first.tasks["Trainer"].pod_resources == {"nvidia.com/gpu": "1", "memory": "8G",
@@ -221,3 +247,76 @@ def test_tfx_2_1_spec_without_our_changes_fails_where_kfp_skips_the_driver(tmp_p
     with pytest.raises(TaskFailed, match=r"(?s)task RetrievalExampleGen: .*source directory "
                                          r".*span-\{SPAN\} does not exist"):
         KfpEmulator(tmp_path / "cluster").run(spec, PIPELINE_ROOT)
+
+
+# ------------------------------------------------------------------ GCS: markers and crashes at exit
+
+def test_on_gcs_no_artifact_holds_a_directory_marker_though_tensorflow_writes_them(kfp_runs):
+    """Executors write the launcher's local copies, which it uploads file by file; the
+    Trainer's checkpoints, which are not artifacts, go through TensorFlow's GCS filesystem
+    and show that it does write markers in this emulation."""
+    if not kfp_runs["root"].startswith("gs://"):
+        pytest.skip("GCS only")
+    emulator = kfp_runs["emulator"]
+    bucket, _, prefix = kfp_runs["root"][len("gs://"):].partition("/")
+    names = emulator.stores["gs://"].names(bucket, prefix)
+    run_ids = [run.run_id for run in kfp_runs["runs"]]
+    artifacts = [n for n in names if any(f"/cgd-kfp/{run_id}/" in n for run_id in run_ids)]
+    assert any("/Trainer/model/" in n for n in artifacts)
+    assert [n for n in artifacts if n.endswith("/")] == []
+    checkpoints = [n for n in names if "/Trainer/.checkpoints/" in n]
+    assert any(n.endswith("/") for n in checkpoints), checkpoints[:5]
+
+
+def test_on_gcs_every_step_crashed_at_exit_and_still_reported_its_executors_result(kfp_runs):
+    if not kfp_runs["root"].startswith("gs://"):
+        pytest.skip("GCS only")
+    ran = [(run.run_id, name, task) for run in kfp_runs["runs"]
+           for name, task in run.tasks.items() if task.state == "COMPLETE"]
+    assert {"Trainer", "RecallEvaluator", "Pusher"} <= {name for _, name, _ in ran}
+    for run_id, name, task in ran:
+        assert "crash at exit armed" in task.log, (run_id, name)
+
+
+def without_artifact_access(spec: dict) -> dict:
+    """The spec as `main` compiled it before --artifact_access: executors get gs:// URIs."""
+    from kubeflow.kfp_compat import ARTIFACT_ACCESS_FLAG
+
+    spec = copy.deepcopy(spec)
+    for executor in spec["deploymentSpec"]["executors"].values():
+        args = executor.get("container", {}).get("args", [])
+        if ARTIFACT_ACCESS_FLAG in args:
+            at = args.index(ARTIFACT_ACCESS_FLAG)
+            del args[at:at + 2]
+    return spec
+
+
+def test_on_gcs_the_spec_and_entrypoint_before_the_fix_fail_at_the_second_step(tmp_path,
+                                                                              monkeypatch):
+    """kubeflow/pipelines#13476, reproduced: TensorFlow's GCS filesystem leaves a `<dir>/`
+    marker in ImportSchemaGen's output (ExampleGen's is written by Beam's gcsio, which
+    leaves none), and the launcher cannot download it for StatisticsGen."""
+    source = tmp_path / "cars196"
+    make_sample_data(source / "span-1", num_classes=4, images_per_class=2, seed=3)
+    cfg = small_config(tmp_path, source, data={"file_pattern": "span-{SPAN}/*",
+                                                "train_classes": [1, 2], "eval_classes": [3, 4],
+                                                "validation_classes": 0},
+                       # --no_auth: Beam's gcsio would retry Application Default Credentials.
+                       kubeflow=dict(KUBEFLOW, pipeline_root=GCS_ROOT,
+                                     beam_args=["--direct_num_workers=1", "--no_auth"]))
+    spec, root = compile_spec(cfg, tmp_path / "pipeline.json", monkeypatch)
+    spec = without_artifact_access(spec)
+    tasks = spec["root"]["dag"]["tasks"]
+    spec["root"]["dag"]["tasks"] = {name: tasks[name] for name in (
+        "RetrievalExampleGen-driver", "RetrievalExampleGen", "ImportSchemaGen", "StatisticsGen")}
+    emulator = KfpEmulator(tmp_path / "cluster")
+    try:
+        with pytest.raises(TaskFailed, match=r"(?s)task StatisticsGen: failed to download input "
+                                             r"artifact \"schema\".*mkdir .*: not a "
+                                             r"directory$"):
+            emulator.run(spec, root)
+        bucket, _, prefix = root[len("gs://"):].partition("/")
+        markers = [n for n in emulator.stores["gs://"].names(bucket, prefix) if n.endswith("/")]
+        assert any(n.endswith("/ImportSchemaGen/schema/") for n in markers), markers
+    finally:
+        emulator.close()

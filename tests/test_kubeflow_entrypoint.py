@@ -169,3 +169,100 @@ def test_emulated_driver_refuses_a_vertex_accelerator_name_as_a_pod_resource():
     with pytest.raises(TaskFailed, match="NVIDIA_TESLA_T4"):
         KfpEmulator.pod_resources("Trainer", {"resources": {
             "accelerator": {"type": "NVIDIA_TESLA_T4", "count": "1"}}})
+
+
+# ------------------------------------------------------------------ a step's exit status
+
+CRASH_AT_EXIT = "import atexit, os\natexit.register(os.abort)\n"
+
+
+def run_step(tmp_path, executor: str, module: str = "kubeflow.entrypoint",
+             crash_at_exit: bool = True):
+    """One step as KFP's launcher runs it: our entrypoint (or TFX's own) in a subprocess,
+    optionally in a pod whose processes abort at interpreter exit (sitecustomize's atexit
+    hook runs after everything TFX registers), as TFX's sometimes do on KFP v2."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    if crash_at_exit:
+        (hooks / "sitecustomize.py").write_text(CRASH_AT_EXIT)
+    output_file = tmp_path / "kfp_outputs" / "output_metadata.json"
+    invocation = {"outputs": {"artifacts": {"examples": {"artifacts": [{
+        "type": {"instanceSchema": EXAMPLES_SCHEMA}, "uri": str(tmp_path / "out" / "examples"),
+        "name": "examples"}]}}, "outputFile": str(output_file)}}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hooks), root]))
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--executor_class_path",
+         f"tests.kfp_step_executors.{executor}",
+         "--json_serialized_invocation_args", json.dumps(invocation)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return proc, output_file
+
+
+def test_a_crash_at_exit_fails_tfxs_own_entrypoint_after_its_work_is_done(tmp_path):
+    """The failure this guards against, reproduced: outputs written, then SIGABRT."""
+    proc, output_file = run_step(
+        tmp_path, "WritesItsOutput",
+        module="tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
+    assert output_file.exists() and (tmp_path / "out/examples/done.txt").exists()
+    assert proc.returncode == -6, proc.stderr[-2000:]  # SIGABRT: KFP reports the step failed
+
+
+def test_a_finished_step_ends_with_its_executors_status_whatever_happens_at_exit(tmp_path):
+    proc, output_file = run_step(tmp_path, "WritesItsOutput")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    output = json.loads(output_file.read_text())
+    assert output["artifacts"]["examples"]["artifacts"][0]["uri"].endswith("out/examples")
+    assert (tmp_path / "out/examples/done.txt").read_text() == "done"
+
+
+def test_a_step_whose_executor_raised_still_fails_with_the_executors_error(tmp_path):
+    proc, output_file = run_step(tmp_path, "Raises")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "ValueError: the executor's own error: no usable images in the split" in proc.stderr
+    assert not output_file.exists()
+
+
+def test_exit_status_of_main(capsys):
+    from kubeflow.exit_status import status_of
+
+    assert status_of(lambda: None) == 0
+    assert status_of(lambda: sys_exit(3)) == 3
+    assert status_of(lambda: sys_exit("bad flag")) == 1
+    assert "bad flag" in capsys.readouterr().err
+    assert status_of(lambda: 1 / 0) == 1
+    assert "ZeroDivisionError" in capsys.readouterr().err
+
+
+def sys_exit(code):
+    import sys
+    sys.exit(code)
+
+
+# ------------------------------------------------------------------ artifact access
+
+def test_on_kfp_every_store_uri_becomes_the_launchers_local_copy_and_maps_back():
+    from kubeflow import storage
+    for uri in ("gs://b/root/p/r/Trainer/model", "minio://mlpipeline/v2/x", "s3://b/y/z"):
+        local = storage.to_executor_uri(uri, "/pod", access="launcher_copies")
+        assert local == storage.launcher_local_path(uri, "/pod")
+        assert storage.to_store_uri(local, "/pod") == uri
+
+
+def test_the_entrypoint_maps_uris_as_its_artifact_access_flag_says():
+    from kubeflow import entrypoint
+
+    def mapped(access):
+        ei = executor_input({"outputs": {"artifacts": {"model": {"artifacts": [
+            {"type": {"schemaTitle": "tfx.Model"}, "uri": "gs://b/root/Trainer/model"}]}}}})
+        entrypoint.map_artifact_uris(ei, access)
+        return ei.outputs.artifacts["model"].artifacts[0].uri
+
+    args, _, _, _ = entrypoint.parse_invocation(["--json_serialized_invocation_args", "{}"])
+    assert args.artifact_access == "store"  # a spec compiled before the flag: as before
+    assert mapped("store") == "gs://b/root/Trainer/model"
+    assert mapped("launcher_copies").endswith("/gcs/b/root/Trainer/model")
