@@ -9,21 +9,42 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 PYTEST_ARGS ?=
 
-.PHONY: env demo test bench bench-scale clean
+LOCK_TOOLS := .lock-tools
+UV_VERSION := 0.13.10
+
+.PHONY: env lock demo test bench bench-scale clean
 
 env: $(STAMP)
 
-# Reinstall when the pins or the package definition change.
-$(STAMP): constraints.txt setup.py
+# Everything from requirements.lock (exact versions, sha256 hashes, no resolver run: --no-deps),
+# into a new venv whenever the lock or the package changes, so the venv holds exactly the
+# locked set. pip, setuptools, wheel and packaging (wheel's own dependency) come first, from
+# the lock too: its few sdists are then built with them (--no-build-isolation), not with
+# whatever the index serves that day.
+$(STAMP): requirements.lock constraints.txt setup.py scripts/lock.py
 	@set -e; \
 	PYTHON="$${PYTHON:-$$(scripts/find_python310.sh)}"; \
+	"$$PYTHON" scripts/lock.py check; \
 	echo "==> creating $(VENV) with $$PYTHON"; \
-	[ -x $(PY) ] || "$$PYTHON" -m venv $(VENV); \
-	$(PY) -m pip install -q -U "pip<25"; \
-	echo "==> installing pinned stack (about 3 GB, a few minutes on a cold cache)"; \
-	$(PY) -m pip install -c constraints.txt -e ".[test]"; \
+	rm -rf $(VENV); "$$PYTHON" -m venv $(VENV); \
+	echo "==> installing requirements.lock (about 3 GB, a few minutes on a cold cache)"; \
+	$(PY) -m pip install -q --require-hashes --no-deps \
+	    -r <("$$PYTHON" scripts/lock.py select requirements.lock pip setuptools wheel packaging); \
+	$(PY) -m pip install -q --require-hashes --no-deps --no-build-isolation -r requirements.lock; \
+	$(PY) -m pip install -q --no-deps --no-build-isolation --use-pep517 -e .; \
+	$(PY) -m pip check; \
 	$(PY) -m pipeline.tfx_cli_quiet; \
 	touch $(STAMP)
+
+# Regenerate requirements.lock and requirements-gpu.lock after changing constraints.txt,
+# setup.py's requirements or kubeflow/image-requirements.in (or scripts/lock.py's
+# EXCLUDE_NEWER, to take newer releases). uv, pinned, in a venv of its own.
+lock:
+	@set -e; \
+	PYTHON="$${PYTHON:-$$(scripts/find_python310.sh)}"; \
+	[ -x $(LOCK_TOOLS)/bin/uv ] || { "$$PYTHON" -m venv $(LOCK_TOOLS); \
+	    $(LOCK_TOOLS)/bin/pip install -q uv==$(UV_VERSION); }; \
+	"$$PYTHON" scripts/lock.py compile --uv $(LOCK_TOOLS)/bin/uv
 
 demo: $(STAMP)
 	$(VENV)/bin/cgd demo --config configs/demo.yaml
@@ -45,4 +66,4 @@ bench-scale: $(STAMP)
 	$(PY) benchmarks/data_path.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(LOCK_TOOLS) out

@@ -769,9 +769,11 @@ def test_dockerfile_base_env_and_pinned_install():
     assert "python3.10" in text
     installs = re.findall(r"pip install ([^\n\\]*)", text)
     project = [i for i in installs if i.rstrip().endswith(" .")]
-    assert project and all("-c constraints.txt" in i for i in project)
-    assert any('"tensorflow[and-cuda]"' in i and "-c constraints.txt" in i for i in installs)
-    assert "COPY constraints.txt" in text
+    # Only the lock's hashed files, with no resolver: the project itself adds nothing.
+    assert project and all("--no-deps" in i for i in project)
+    assert any("--require-hashes" in i and "requirements-gpu.lock" in i for i in installs)
+    assert all("--no-deps" in i for i in installs)
+    assert "COPY requirements-gpu.lock" in text
 
 
 def test_dockerfile_fetches_the_imagenet_weights_into_the_keras_cache_at_build_time():
