@@ -9,6 +9,7 @@ and errors name the dotted key and the file. Nothing downstream re-validates.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import typing
@@ -67,6 +68,11 @@ CLASS_RANGE_DATASETS = {
     "cars196": (196, [1, 98], [99, 196]),
     "cub200": (200, [1, 100], [101, 200]),
 }
+# evaluator.baseline_rule: how the paired interval of ΔRecall@1 (candidate - production)
+# decides. non_inferior: bless only when its LOWER bound is >= -baseline_tolerance (the
+# candidate proves it is at most the tolerance worse); not_significantly_worse: refuse only
+# when its UPPER bound is < -baseline_tolerance (production must prove the candidate worse).
+BASELINE_RULES = ("non_inferior", "not_significantly_worse")
 # Datasets whose images come with boxes (transform.crop: bbox needs them). In-shop's are
 # optional (list_bbox_inshop.txt); without that file its boxes are the whole image.
 DATASETS_WITH_BOXES = ("cars196", "cub200", "inshop")
@@ -162,11 +168,15 @@ class DataConfig:
         return retrieval_split(class_id_1based, self.train_range, self.eval_range,
                                self.validation_classes)
 
-    def split_rule(self) -> dict:
+    def split_rule(self, evaluator: "EvaluatorConfig") -> dict:
         """The JSON-able rule the ExampleGen executor applies: which source, how to split
         (class ranges, or the dataset's protocol with the last ``validation_classes``
-        training classes held out), the corrupt-image policy and the source's options."""
+        training classes held out), the corrupt-image policy, the source's options, and
+        the least a split must hold to judge a model (``evaluator.min_eval_classes`` and
+        ``min_queries``, for the 'eval' and 'valid' splits; ingestion fails below them)."""
         return {"dataset": self.dataset,
+                "min_classes": evaluator.min_eval_classes,
+                "min_queries": evaluator.min_queries,
                 "train_classes": self.train_range,
                 "eval_classes": self.eval_range,
                 "validation_classes": self.validation_classes,
@@ -193,6 +203,44 @@ class DataConfig:
         if not self.split_by_class_ranges:
             return None
         return self.train_range[1] - self.train_range[0] + 1 - self.validation_classes
+
+
+# A ranking loss needs a negative class: the least a 'train' split can hold.
+MIN_TRAIN_CLASSES = 2
+
+
+def class_range_split_problems(data: DataConfig,
+                               evaluator: "EvaluatorConfig") -> list[tuple[str, str]]:
+    """(dotted key, problem) of a class-range split that cannot train or judge, known at load.
+
+    The class counts of cars196 and cub200 follow from the configured ranges; the images
+    per class (and so the queries) are known only at ingestion, which checks the rest
+    (``components/example_gen/sources.py``).
+    """
+    if not data.split_by_class_ranges:
+        return []
+    problems = []
+    need = evaluator.min_eval_classes
+    (t0, t1), (e0, e1) = data.train_range, data.eval_range
+    if e1 - e0 + 1 < need:
+        problems.append(("data.eval_classes", (
+            f"{data.eval_range} has {e1 - e0 + 1} class(es), fewer than "
+            f"evaluator.min_eval_classes {need}: the eval split could not judge a model "
+            "(one class: every neighbour matches); widen data.eval_classes")))
+    held_out = data.validation_classes
+    if 0 < held_out < need:
+        problems.append(("data.validation_classes", (
+            f"{held_out} held-out class(es) cannot select a model (fewer than "
+            f"evaluator.min_eval_classes {need}); use 0 (no hold-out: selection on the "
+            f"training classes) or at least {need}")))
+    left = t1 - t0 + 1 - held_out
+    if left < MIN_TRAIN_CLASSES:
+        problems.append(("data.validation_classes", (
+            f"{held_out} leaves {left} of the {t1 - t0 + 1} classes of data.train_classes "
+            f"{data.train_range} for training, fewer than {MIN_TRAIN_CLASSES} (a ranking "
+            "loss needs a negative class); lower data.validation_classes or widen "
+            "data.train_classes")))
+    return problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,13 +374,25 @@ class TrainerConfig:
 class EvaluatorConfig:
     recall_ks: list[int]
     recall_threshold: float
+    baseline_rule: str
     baseline_tolerance: float
     confidence_level: float
     bootstrap_samples: int
+    min_eval_classes: int
+    min_queries: int
     ranking_queries: int
     block_size: int
 
     def check(self, err):
+        if self.baseline_rule not in BASELINE_RULES:
+            err("baseline_rule", f"must be one of {list(BASELINE_RULES)}, "
+                                 f"got {self.baseline_rule!r}")
+        # One class: every neighbour is a match and Recall@K is 1 for any model.
+        if self.min_eval_classes < 2:
+            err("min_eval_classes", f"must be >= 2 (with one class every neighbour matches), "
+                                    f"got {self.min_eval_classes}")
+        if self.min_queries < 1:
+            err("min_queries", f"must be >= 1, got {self.min_queries}")
         if not self.recall_ks or any(k < 1 for k in self.recall_ks):
             err("recall_ks", f"must be a non-empty list of positive integers, got {self.recall_ks}")
         if not 0 <= self.recall_threshold <= 1:
@@ -432,10 +492,17 @@ class TrainerJob:
     trainer: TrainerConfig
     transform: TransformConfig
     # The training classes come from the data (the train split's labels), not from here.
+    # Model selection: on the held-out 'valid' split when data.validation_classes > 0, which
+    # must then hold evaluator.min_eval_classes classes and min_queries matchable queries
+    # (a one-class split scores every epoch 1.0); else on the training split.
+    validation_classes: int
+    min_valid_classes: int
+    min_valid_queries: int
 
     @classmethod
     def of(cls, cfg: "Config") -> "TrainerJob":
-        return cls(cfg.trainer, cfg.transform)
+        return cls(cfg.trainer, cfg.transform, cfg.data.validation_classes,
+                   cfg.evaluator.min_eval_classes, cfg.evaluator.min_queries)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -443,7 +510,9 @@ class TrainerJob:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainerJob":
         """The inverse of ``to_dict`` (values written by ``of`` from a validated Config)."""
-        return cls(TrainerConfig(**values["trainer"]), TransformConfig(**values["transform"]))
+        return cls(TrainerConfig(**values["trainer"]), TransformConfig(**values["transform"]),
+                   int(values["validation_classes"]), int(values["min_valid_classes"]),
+                   int(values["min_valid_queries"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,10 +563,57 @@ def config_from_dict(values: Mapping, source: str = "<dict>") -> Config:
     return _build(_merge(_read_yaml(DEFAULTS_FILE), values, "", source), source, base_dir=None)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, at any depth.
+
+    PyYAML keeps the last of two equal keys without a word, so a file with two `trainer:`
+    blocks would silently lose the first one's settings. The document's node tree is
+    checked (with the keys' line numbers) before it is constructed.
+    """
+
+    def __init__(self, stream, source: str):
+        super().__init__(stream)
+        self.source = source
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._check_unique_keys(node, "")
+        return self.construct_document(node)
+
+    def _check_unique_keys(self, node, prefix: str) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique_keys(item, f"{prefix}[{i}]")
+            return
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor": overridable
+                continue
+            if isinstance(key_node, yaml.ScalarNode):
+                dotted = f"{prefix}.{key_node.value}" if prefix else key_node.value
+                first = seen.setdefault((key_node.tag, key_node.value), key_node)
+                if first is not key_node:
+                    raise ConfigError(
+                        f"{self.source}: duplicate key '{dotted}' at lines "
+                        f"{first.start_mark.line + 1} and {key_node.start_mark.line + 1} "
+                        "(YAML would keep only the last one: merge them into one)")
+            else:
+                dotted = prefix
+            self._check_unique_keys(value_node, dotted)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            loader = _UniqueKeyLoader(f, str(path))
+            try:
+                data = loader.get_single_data() or {}
+            finally:
+                loader.dispose()
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -505,13 +621,25 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _unknown_key(key: Any, base: Mapping, prefix: str, source: str) -> ConfigError:
+    """The error for a key that is not in ``base``: the closest known key if one is close
+    (a typo), else the keys known there."""
+    dotted = f"{prefix}{key}"
+    close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1, cutoff=0.75)
+    if close:
+        return ConfigError(f"{source}: unknown key '{dotted}' (did you mean "
+                           f"'{prefix}{close[0]}'?)")
+    where = f"the keys of '{prefix[:-1]}'" if prefix else "the sections"
+    return ConfigError(f"{source}: unknown key '{dotted}' ({where} are: "
+                       f"{', '.join(sorted(map(str, base)))})")
+
+
 def _merge(base: dict, update: Mapping, prefix: str, source: str) -> dict:
     out = dict(base)
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in base:
-            known = ", ".join(sorted(base))
-            raise ConfigError(f"{source}: unknown key '{dotted}' (known here: {known})")
+            raise _unknown_key(key, base, prefix, source)
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: '{dotted}' must be a mapping")
@@ -594,4 +722,6 @@ def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
             f"{source}: 'trainer.input_size' {cfg.trainer.input_size} must be <= "
             f"'transform.image_size' {cfg.transform.image_size} (training crops the stored "
             "image; 0 = no crop)")
+    for key, problem in class_range_split_problems(cfg.data, cfg.evaluator):
+        raise ConfigError(f"{source}: '{key}' {problem}")
     return cfg

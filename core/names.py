@@ -7,6 +7,9 @@ a name private to one module stays in it.
 # Raw tf.Example features (RetrievalExampleGen writes them, Transform and the evaluator read them).
 IMAGE_KEY = "image"              # encoded JPEG/PNG bytes
 LABEL_KEY = "label"              # 0-based class id (raw and transformed)
+# The class's name (raw and transformed). Its identity across runs: a folder dataset's
+# label ids move when the split changes, its class names do not.
+CLASS_NAME_KEY = "class_name"
 IMAGE_ID_KEY = "image_id"
 BBOX_KEY = "bbox"                # float [4]: ymin, xmin, ymax, xmax, normalised
 EVAL_ROLE_KEY = "eval_role"      # "query" | "gallery" | "" (all-vs-all): In-shop's protocol
@@ -22,6 +25,10 @@ EMBEDDING_OUTPUT = "embedding"
 LOGITS_OUTPUT = "logits"                # the training model's auxiliary head only
 # In the SavedModel's assets.extra/: how images must look for it (crop protocol, sizes).
 CONTRACT_FILE = "contract.json"
+# The contract's key for the classes the model has seen: {"train": [class names],
+# "valid": [class names], "digest": sha256}. The evaluator compares production's with the
+# current eval classes (components/recall_evaluator/class_overlap.py).
+CONTRACT_CLASSES_KEY = "seen_classes"
 
 # The Trainer's custom_config (pipeline/definition.py writes it, trainer/task.py reads it).
 TRAINER_JOB_KEY = "trainer_job"          # core.config.TrainerJob.to_dict()

@@ -16,35 +16,35 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
 from typing import Any
 
-from kubeflow.credentials import CREDENTIAL_VARIABLES, credential_from_environment
+from kubeflow.credentials import (COOKIE_ENV, CREDENTIAL_VARIABLES, SA_TOKEN_PATH_ENV,
+                                  TOKEN_ENV, credential_from_environment)
 from kubeflow.errors import KubeflowError
 
 
 log = logging.getLogger("cgd")
 
+HEALTHZ = "GET /apis/v2beta1/healthz"
+CHECK_HOST = "--host / 'kubeflow.host'"
+
+
 def make_client(host: str, namespace: str = ""):
     """The KFP API client for ``host``: in ``namespace`` (multi-user Kubeflow's profile;
     empty for single-user KFP) with the credential found in the environment, if any.
 
-    Returns (client, credential or None). kfp.Client calls GET healthz when it has no
-    namespace (kfp/client/client.py), so a host that does not answer fails here.
+    Returns (client, credential or None). The client asks GET healthz (once: _client_class)
+    when it has no namespace, so a host that does not answer fails here, in one line.
     """
-    import kfp
-
     credential = credential_from_environment()
     if credential:
         log.info("kubeflow: authenticating with %s", credential.source)
-    try:
-        client = kfp.Client(host=host, **({"namespace": namespace} if namespace else {}),
-                            **(credential.kwargs if credential else {}))
-    except TimeoutError:  # get_kfp_healthz after 5 attempts
-        raise KubeflowError(f"Kubeflow Pipelines at {host} does not answer GET "
-                            "/apis/v2beta1/healthz (check --host / 'kubeflow.host')") from None
+    client = _client_class()(host=host, **({"namespace": namespace} if namespace else {}),
+                             **(credential.kwargs if credential else {}))
     if namespace and client.get_user_namespace() != namespace:
         # kfp 2.5 takes namespace="kubeflow" (its default) for "not given"; set_user_namespace
         # would also write ~/.config/kfp/context.json, so set the client's own setting only.
@@ -52,13 +52,36 @@ def make_client(host: str, namespace: str = ""):
     return client, credential
 
 
+@functools.lru_cache(maxsize=None)
+def _client_class():
+    """kfp.Client asking GET healthz at most once, a failure of it one KubeflowError line.
+
+    kfp 2.5's get_kfp_healthz (its constructor calls it when the client has no namespace)
+    tries 5 times, 5 s apart, logging each failure's traceback, then raises TimeoutError
+    without the reason; a refused connection or a TLS failure is not retried there but escapes
+    as urllib3's MaxRetryError with a 90-line traceback. urllib3 still retries a failed
+    connection (3 times, at once); its "Retrying" warnings are quieted by the command
+    (pipeline/noise.py quiet_kfp_client).
+    """
+    import kfp
+
+    class Client(kfp.Client):
+        def __init__(self, host: str, **kwargs):
+            self.cgd_host, self._cgd_healthz = host, None  # before kfp asks healthz
+            super().__init__(host=host, **kwargs)
+
+        def get_kfp_healthz(self, sleep_duration: int = 5):
+            if self._cgd_healthz is None:
+                self._cgd_healthz = _kfp_call(f"answer {HEALTHZ}", self._healthz_api.get_healthz,
+                                              host=self.cgd_host)
+            return self._cgd_healthz
+
+    return Client
+
+
 def is_multi_user(client: Any) -> bool:
     """What the API server says in GET healthz (``multi_user``, apiserver/main.go)."""
-    try:
-        return client.get_kfp_healthz().multi_user is True
-    except TimeoutError:
-        raise KubeflowError("Kubeflow Pipelines does not answer GET /apis/v2beta1/healthz "
-                            "(check --host / 'kubeflow.host')") from None
+    return client.get_kfp_healthz().multi_user is True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +139,13 @@ def load_pipeline_file(path: str) -> PipelinePackage:
     return PipelinePackage(spec, platform, root or spec.get("defaultPipelineRoot", ""))
 
 
+def _package(pipeline_file: "str | PipelinePackage") -> PipelinePackage:
+    """The file loaded and checked, unless the caller did that already (before any call)."""
+    if isinstance(pipeline_file, PipelinePackage):
+        return pipeline_file
+    return load_pipeline_file(pipeline_file)
+
+
 def write_pipeline_package(package: PipelinePackage, directory: str) -> str:
     """Write the package as the YAML ``kfp.Client`` 2.5 reads (spec, then platform spec)."""
     import yaml
@@ -140,26 +170,104 @@ def _namespace(client: Any, namespace: str | None) -> str | None:
     return (getter() if getter else None) or None
 
 
-def _kfp_call(what: str, call):
-    """Run a kfp.Client call; an API refusal becomes one KubeflowError line with KFP's reason."""
+def _kfp_call(what: str, call, host: str | None = None):
+    """Run a kfp.Client call to ``host``; a failure (no connection, TLS, an HTTP refusal)
+    becomes one KubeflowError line naming the host, KFP's reason and what to check."""
     import kfp_server_api
+    import urllib3
 
     try:
         return call()
-    except kfp_server_api.ApiException as e:
-        reason = e.reason
-        try:
-            reason = json.loads(e.body).get("message") or reason
-        except (TypeError, ValueError):
-            pass
-        # 401: the identity is missing or was not accepted (KFP's message says which, never
-        # the credential); name the variables that carry one.
-        hint = f"; the identity comes from {CREDENTIAL_VARIABLES}" if e.status == 401 else ""
-        raise KubeflowError(f"Kubeflow Pipelines refused to {what} (HTTP {e.status}): "
-                            f"{reason}{hint}") from None
+    except (kfp_server_api.ApiException, urllib3.exceptions.HTTPError) as e:
+        raise api_error(host, what, e) from None
 
 
-def submit(client: Any, pipeline_file: str, experiment: str, run_name: str | None = None,
+def _host_of(client: Any) -> str | None:
+    return getattr(client, "cgd_host", None)
+
+
+def api_error(host: str | None, what: str, error: Exception) -> KubeflowError:
+    """The one line for ``error`` of a call to the KFP API at ``host`` that was to ``what``."""
+    import kfp_server_api
+    import urllib3
+
+    at = f"Kubeflow Pipelines at {host}" if host else "Kubeflow Pipelines"
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        error = error.reason  # what the last of urllib3's attempts met
+    if isinstance(error, kfp_server_api.ApiException) and error.status == 0:
+        # kfp_server_api turns urllib3's SSLError into ApiException(0, "SSLError\n<text>").
+        return _tls_error(at, str(error.reason).split("\n", 1)[-1])
+    if isinstance(error, urllib3.exceptions.SSLError):
+        return _tls_error(at, str(error))
+    if isinstance(error, (urllib3.exceptions.NewConnectionError,
+                          urllib3.exceptions.ConnectTimeoutError)):
+        return KubeflowError(f"cannot connect to {at} ({_os_reason(error)}): check {CHECK_HOST} "
+                             "(scheme, address, port) and that the KFP API server is reachable "
+                             "from here (e.g. through `kubectl port-forward`)")
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        return KubeflowError(f"{at} did not answer in time to {what}: check {CHECK_HOST} and "
+                             "the API server's health")
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return KubeflowError(f"{at} closed the connection without an HTTP answer "
+                             f"({_os_reason(error)}): if it speaks TLS, use https:// in "
+                             f"{CHECK_HOST}")
+    if not isinstance(error, kfp_server_api.ApiException):
+        return KubeflowError(f"cannot reach {at}: {error} (check {CHECK_HOST})")
+    reason = error.reason
+    try:
+        reason = json.loads(error.body).get("message") or reason
+    except (TypeError, ValueError, AttributeError):  # no body, not JSON, not an object
+        pass
+    refused = f"{at} refused to {what} (HTTP {error.status}): {reason}"
+    if error.status == 401:
+        # The identity is missing or was not accepted (KFP's message says which, never the
+        # credential); name the variables that carry one.
+        return KubeflowError(f"{refused}; the identity comes from {CREDENTIAL_VARIABLES} "
+                             "(kubeflow/README.md): set one, or renew the one set")
+    if error.status == 403:
+        # KFP's own 403 names the user and namespace; an auth proxy's ("RBAC: access
+        # denied") names nothing: both come down to the identity and the namespace.
+        return KubeflowError(f"{refused}; check the identity sent ({SA_TOKEN_PATH_ENV}, "
+                             f"{TOKEN_ENV} or {COOKIE_ENV}) and that it may use the namespace "
+                             "(--namespace / 'kubeflow.namespace': a Kubeflow profile you are "
+                             "an owner or contributor of)")
+    if error.status == 404 and what.endswith(HEALTHZ):
+        return KubeflowError(f"no Kubeflow Pipelines API at {host} (HTTP 404 for {HEALTHZ}): "
+                             f"check the path in {CHECK_HOST} (behind the Kubeflow dashboard "
+                             "it ends in /pipeline, e.g. https://kubeflow.example.com/pipeline)")
+    return KubeflowError(refused)
+
+
+def _tls_error(at: str, text: str) -> KubeflowError:
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        hint = f"the server does not speak TLS there: use http:// in {CHECK_HOST}"
+    elif "CERTIFICATE_VERIFY_FAILED" in text:
+        hint = ("its certificate is not trusted here (self-signed, or from a private CA), or "
+                f"not for this host name: use the name it was issued for in {CHECK_HOST}, or "
+                "reach the API through `kubectl port-forward` and http://")
+    else:
+        hint = f"check the scheme and port in {CHECK_HOST}"
+    reason = text.rsplit("] ", 1)[-1].split(" (_ssl.c", 1)[0].strip("()' \"")
+    return KubeflowError(f"TLS with {at} failed ({reason}): {hint}")
+
+
+def _os_reason(error: Exception) -> str:
+    """"Connection refused" of "...: Failed to establish a new connection: [Errno 111]
+    Connection refused" (urllib3 keeps only the text of the socket's error); "Connection
+    reset by peer" of ProtocolError('Connection aborted.', ConnectionResetError(104, ...))."""
+    for cause in getattr(error, "args", ())[1:]:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        if isinstance(cause, Exception):
+            return str(cause) or type(cause).__name__
+    text = str(error)
+    for marker in ("] ", "Failed to establish a new connection: ", ": "):
+        if marker in text:
+            return text.rsplit(marker, 1)[-1].strip("()' \"")
+    return text
+
+
+def submit(client: Any, pipeline_file: str | PipelinePackage, experiment: str, run_name: str | None = None,
            default_root: str = "", namespace: str | None = None):
     """One run of the compiled pipeline on the client's cluster; returns the client's result.
 
@@ -169,7 +277,7 @@ def submit(client: Any, pipeline_file: str, experiment: str, run_name: str | Non
     """
     import tempfile
 
-    package = load_pipeline_file(pipeline_file)
+    package = _package(pipeline_file)
     with tempfile.TemporaryDirectory(prefix="cgd-kfp-") as tmp:
         return _kfp_call("create the run", lambda: client.create_run_from_pipeline_package(
             pipeline_file=write_pipeline_package(package, tmp),
@@ -178,10 +286,10 @@ def submit(client: Any, pipeline_file: str, experiment: str, run_name: str | Non
             experiment_name=experiment,
             namespace=_namespace(client, namespace),
             pipeline_root=package.root or default_root or None,
-        ))
+        ), host=_host_of(client))
 
 
-def schedule(client: Any, pipeline_file: str, experiment: str, job_name: str, cron: str,
+def schedule(client: Any, pipeline_file: str | PipelinePackage, experiment: str, job_name: str, cron: str,
              default_root: str = "", namespace: str | None = None):
     """A recurring run on KFP's cron (5- or 6-field ``cron``); returns the client's result.
 
@@ -192,11 +300,12 @@ def schedule(client: Any, pipeline_file: str, experiment: str, job_name: str, cr
     import tempfile
 
     kfp_cron = to_kfp_cron(cron)
-    package = load_pipeline_file(pipeline_file)
+    package = _package(pipeline_file)
     experiment_id = _kfp_call("create the experiment",
                               lambda: client.create_experiment(
                                   name=experiment,
-                                  namespace=_namespace(client, namespace)).experiment_id)
+                                  namespace=_namespace(client, namespace)).experiment_id,
+                              host=_host_of(client))
     with tempfile.TemporaryDirectory(prefix="cgd-kfp-") as tmp:
         return _kfp_call("create the recurring run", lambda: client.create_recurring_run(
             experiment_id=experiment_id,
@@ -208,7 +317,7 @@ def schedule(client: Any, pipeline_file: str, experiment: str, job_name: str, cr
             max_concurrency=1,
             no_catchup=True,
             enabled=True,
-        ))
+        ), host=_host_of(client))
 
 
 # --------------------------------------------------------------------------- cron

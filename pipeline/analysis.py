@@ -327,7 +327,7 @@ def visualize_data(args: argparse.Namespace) -> int:
 
 
 def visualize_rankings(args: argparse.Namespace) -> int:
-    from components.recall_evaluator.ranking_picture import write_rankings
+    from components.recall_evaluator.ranking_picture import model_pad_value, write_rankings
     _positive(args.queries, "--queries")
     model_dir, layout = model_layout(args.model)
     _, examples, images, labels, ids, roles = _load(args)
@@ -336,8 +336,9 @@ def visualize_rankings(args: argparse.Namespace) -> int:
                      f"rankings need at least 2")
     embeddings = _embed(model_dir, images)
     os.makedirs(args.out_dir, exist_ok=True)
+    # Tiles padded with the model's own pad colour: the images as the model saw them.
     png, html = write_rankings(args.out_dir, embeddings, labels, images, ids, args.queries,
-                               split=args.split, roles=roles)
+                               split=args.split, roles=roles, pad_value=model_pad_value(model_dir))
     print(f"wrote {png} and {html} ({min(args.queries, len(images))} queries of split "
           f"'{args.split}', model {model_dir}: {layout})")
     return 0

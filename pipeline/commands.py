@@ -9,6 +9,11 @@ from core.names import DATASETS
 
 log = logging.getLogger("cgd")
 
+# Refusing is the default: an overlap (a cron entry during a manual run) is almost always a
+# mistake, and a queued run would train again on the same data right after the first.
+WAIT_HELP = ("when another run of this pipeline is in progress, wait for it to finish "
+             "(default: refuse, in one line naming the running one)")
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -44,6 +49,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="pipeline_command", metavar="ACTION")
     run = sub.add_parser("run", help="run the whole pipeline once on the local orchestrator")
     run.add_argument("--config", help="YAML config (default: the packaged defaults)")
+    run.add_argument("--wait", action="store_true", help=WAIT_HELP)
     run.set_defaults(func=pipeline_run)
 
     p = subparsers.add_parser(
@@ -62,6 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="YAML config (default: the packaged defaults)")
     p.add_argument("--every", required=True, help="interval, e.g. 24h, 30m, 7d")
     p.add_argument("--max-runs", type=int, help="stop after N runs (default: forever)")
+    p.add_argument("--wait", action="store_true",
+                   help=WAIT_HELP.replace("refuse", "skip this run"))
     p.set_defaults(func=retrain)
 
 
@@ -105,7 +113,7 @@ def sample_data(args: argparse.Namespace) -> int:
 def pipeline_run(args: argparse.Namespace) -> int:
     from core.config import load_config
     from pipeline.run import run_shown
-    print(run_shown(load_config(args.config), args.config))
+    print(run_shown(load_config(args.config), args.config, wait=args.wait))
     return 0
 
 
@@ -119,7 +127,7 @@ def retrain(args: argparse.Namespace) -> int:
         raise CliError(f"--every: {e}") from None
     cfg = load_config(args.config)
     ok = retrain_every(cfg, every, args.max_runs,
-                       run=lambda run_cfg: run_shown(run_cfg, args.config))
+                       run=lambda run_cfg: run_shown(run_cfg, args.config, wait=args.wait))
     return 0 if args.max_runs is None or ok == args.max_runs else 1
 
 

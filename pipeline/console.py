@@ -244,8 +244,119 @@ def exception_name(error: list[str]) -> str:
 
 # ------------------------------------------------------------------ tfx CLI
 
+# Set for the commands run_shown runs (`cgd demo`'s `tfx run create`): their output is shown
+# as a digest here already, so `tfx run create` must not digest it itself (digest_tfx_run).
+SHOWN_ENV = "CGD_OUTPUT_SHOWN"
+# What the tfx CLI prints before it runs the DSL file (tfx/tools/cli/commands/run.py).
+_RUN_STARTS = re.compile(r"^Creating a run for pipeline: \S+$")
+# Our one-line refusals, printed by the DSL file (pipeline/local_runner.py): another
+# pipeline than the registered one, another run holding the run lock.
+_OUR_ERROR = "error: "
 
-def run_shown(command: list[str], env: dict, log_path: str, label: str) -> list[str]:
+
+def digest_tfx_run(lines: Iterable[str], log_file, out, pipeline_name: str,
+                   log_path: str) -> bool:
+    """What `tfx run create` shows of its output ``lines``: the same digest as `cgd pipeline
+    run` (run_shown). Every line goes to ``log_file``; ``out`` gets the tfx CLI's own lines as
+    they are until it starts the DSL file, then the header with ``log_path``, the run's
+    ``progress_lines`` (indented), our one-line errors and the summary line; a run that ends
+    without its summary gets its ``failure_summary`` and one error line. True: a summary.
+    """
+    output: list[str] = []
+    summary_prefix = f"pipeline {pipeline_name}: "
+    said = {"summary": False, "error": False}
+
+    def show(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    def logged(source):
+        for line in source:
+            log_file.write(line)
+            output.append(line)
+            yield line
+
+    def run_lines(source):
+        for line in source:  # the summary and our errors as they are, the rest digested
+            text = line.rstrip("\n")
+            if text.startswith(summary_prefix):
+                said["summary"] = True
+                show(text)
+            elif text.startswith(_OUR_ERROR):
+                said["error"] = True
+                show(text)
+            else:
+                yield line
+
+    source = logged(lines)
+    started = False
+    for line in source:
+        show(line.rstrip("\n"))
+        if _RUN_STARTS.match(line.strip()):
+            started = True
+            break
+    if not started:  # the CLI stopped before running the pipeline: all of it was shown
+        return False
+    show(f"==> pipeline {pipeline_name} (local orchestrator); full log: {log_path}")
+    for line in progress_lines(run_lines(source)):
+        show(INDENT + line)
+    if not said["summary"] and not said["error"]:
+        log_file.flush()
+        show(failure_summary(output, log_path))
+        failure = find_failure(output)
+        show(f"error: tfx run create --pipeline_name {pipeline_name} failed"
+             + (f" in component {failure.component}" if failure.component else "")
+             + (f": {exception_name(failure.error)}" if failure.error else "")
+             + f"; full log: {log_path}")
+    return said["summary"]
+
+
+def _digest_main(argv: list[str]) -> int:
+    """The filter process of `tfx run create` (pipeline/tfx_cli.py start_run_digest):
+    ``python -m pipeline.console tfx-run NAME LOG_PATH COMMAND...``, the run's output on stdin.
+
+    Whatever happens here, stdin is read to its end: the run must never meet a closed pipe.
+    """
+    import io
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the run; its end comes here
+    name, log_path, *command = argv
+    lines = io.TextIOWrapper(sys.stdin.buffer, errors="replace")
+    out = _Unbreakable(sys.stdout)
+    try:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        with open(log_path, "a", buffering=1) as log_file:  # line by line: a kill loses none
+            log_file.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
+            digest_tfx_run(lines, log_file, out, name, log_path)
+    except Exception as e:  # no log file, a bug here: the rest as it is, and why
+        out.write(f"(cgd: cannot digest the output of tfx run create: {e!r})\n")
+        for line in lines:
+            out.write(line)
+    return 0
+
+
+class _Unbreakable:
+    """A stream whose write errors (the terminal went away) are dropped, not raised."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except (OSError, ValueError):
+            pass
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def run_shown(command: list[str], env: dict, log_path: str, label: str,
+              pass_fds: tuple[int, ...] = ()) -> list[str]:
     """Run ``command``: all its output appended to ``log_path``, its progress to the console.
 
     Returns the output lines. A failure prints its ``failure_summary`` and raises
@@ -263,8 +374,10 @@ def run_shown(command: list[str], env: dict, log_path: str, label: str) -> list[
                 output.append(line)
                 yield line
 
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(command, env=dict(env, **{SHOWN_ENV: "1"}),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1,
+                                pass_fds=pass_fds)  # e.g. the run lock (pipeline/run_lock.py)
         for line in progress_lines(logged(proc.stdout)):
             print(INDENT + line, flush=True)
         if proc.wait() != 0:
@@ -325,3 +438,7 @@ def import_tensorflow_quietly(log_path: str) -> None:
     if "tensorflow" not in sys.modules:
         with stderr_to(log_path):
             import tensorflow  # noqa: F401
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["tfx-run"]:
+    sys.exit(_digest_main(sys.argv[2:]))

@@ -56,7 +56,7 @@ def create_components(cfg: Config, root: str | None = None,
     if checkpoint_root is None:
         checkpoint_root = os.path.join(root or pipeline_root(cfg), "Trainer", ".checkpoints")
     example_gen = RetrievalExampleGen(
-        source_dir=cfg.data.source_dir, split_rule=cfg.data.split_rule(),
+        source_dir=cfg.data.source_dir, split_rule=cfg.data.split_rule(cfg.evaluator),
         file_pattern=cfg.data.file_pattern)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=RAW_SCHEMA)
     # With the schema, TFDV knows `image` is an image (image_domain): without it, every

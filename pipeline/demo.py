@@ -69,22 +69,53 @@ def ensure_sample_data(cfg: Config) -> None:
     make_sample_data(source, num_classes=classes, images_per_class=10, seed=0, corrupt=2)
 
 
-def gallery_and_queries(cfg: Config, work: str) -> tuple[str, list[tuple[str, int]]]:
-    """Gallery = TFDS-test images of the eval classes; queries = TFDS-train images of them."""
+def origin(file_name: str) -> str:
+    """Where a Cars196 image comes from: "cars_train/00061.jpg" -> "cars_train.tgz:cars_train/00061.jpg".
+
+    The archives number their members alike (cars_train/00061.jpg and cars_test/00061.jpg
+    are different cars), so a bare file name does not say which image it is.
+    """
+    return f"{file_name.split('/', 1)[0]}.tgz:{file_name}"
+
+
+def gallery_and_queries(cfg: Config, work: str) -> tuple[str, list[tuple[str, int, str]],
+                                                         dict[str, str]]:
+    """Gallery = TFDS-test images of the eval classes; queries = TFDS-train images of them.
+
+    Returns (gallery dir, [(query path, class id, origin)], {gallery file name: origin}).
+    The TFDS parse writes the images out under ``<work>/parse/`` (the archives inflated).
+    """
     from components.cars196 import tfds_source
     gallery = os.path.join(work, "gallery")
     shutil.rmtree(gallery, ignore_errors=True)
     os.makedirs(gallery)
-    queries = []
+    queries, origins = [], {}
     for record in tfds_source.iter_records(cfg.data.source_dir, os.path.join(work, "parse")):
         if cfg.data.split_of_class(record["class_id"] + 1) != "eval":
             continue
         name = f"class{record['class_id'] + 1:03d}_{os.path.basename(record['image_path'])}"
         if record["source_split"] == "test":
             shutil.copy(record["image_path"], os.path.join(gallery, name))
-        elif len(queries) < 3 and all(c != record["class_id"] + 1 for _, c in queries):
-            queries.append((record["image_path"], record["class_id"] + 1))
-    return gallery, queries
+            origins[name] = origin(record["file_name"])
+        elif len(queries) < 3 and all(c != record["class_id"] + 1 for _, c, _ in queries):
+            queries.append((record["image_path"], record["class_id"] + 1,
+                            origin(record["file_name"])))
+    return gallery, queries, origins
+
+
+def search_lines(query: tuple[str, int, str], hits, origins: dict[str, str],
+                 gallery_size: int, skipped: int) -> list[str]:
+    """The demo's search, each image named by its archive and member (``origin``)."""
+    _, query_class, query_origin = query
+    lines = [f"    query {query_origin} (class {query_class}, not in the gallery); top "
+             f"{len(hits)} of {gallery_size} gallery images from cars_test.tgz "
+             f"({skipped} unreadable skipped):"]
+    for rank, (_, distance, path) in enumerate(hits, 1):
+        name = os.path.basename(path)
+        same = name.startswith(f"class{query_class:03d}_")
+        lines.append(f"    {rank}. {distance:.4f}  {name} (from {origins.get(name, '?')})"
+                     f"{'  <- same class' if same else ''}")
+    return lines
 
 
 def run_demo(config_path: str) -> int:
@@ -116,29 +147,28 @@ def _run_demo(cfg: Config, config_path: str, log_path: str, started: float) -> i
     from serving.client import EmbeddingClient
     from serving.index import build_index
     from serving.model_server import ModelServer
-    with ModelServer(cfg.pipeline.serving_dir, cfg.serving.model_name, host="127.0.0.1",
-                     grpc_port=0, rest_port=0, poll_seconds=1.0) as server:
+    from serving.stderr_filter import without_libjpeg_messages
+    # The gallery holds the sample's corrupt images: the index build names them, so
+    # libjpeg's bare lines about them would only clutter the console (as for `cgd serve`).
+    with without_libjpeg_messages(), ModelServer(
+            cfg.pipeline.serving_dir, cfg.serving.model_name, host="127.0.0.1", grpc_port=0,
+            rest_port=0, poll_seconds=1.0) as server:
         print(f"    gRPC {server.grpc_target}, REST {server.rest_url}", flush=True)
         with EmbeddingClient(server.grpc_target, cfg.serving.model_name, timeout_s=60) as client:
             status = client.model_status()
-            gallery, queries = gallery_and_queries(cfg, work)
+            gallery, queries, origins = gallery_and_queries(cfg, work)
             print(f"==> 4/5 gRPC embedding requests for {len(queries)} query images", flush=True)
-            embeddings = client.embed_files([path for path, _ in queries])
-            for (path, class_id), e in zip(queries, embeddings):
-                print(f"    {os.path.basename(path)} (class {class_id}): embedding dim "
+            embeddings = client.embed_files([path for path, *_ in queries])
+            for (_, class_id, query_origin), e in zip(queries, embeddings):
+                print(f"    {query_origin} (class {class_id}): embedding dim "
                       f"{e.shape[0]}, norm {float((e ** 2).sum()) ** 0.5:.4f}, "
                       f"served by version {client.last_model_version}")
             print(f"==> 5/5 gallery index of {gallery} and a search", flush=True)
             report = build_index(client, gallery)
             report.index.save(os.path.join(work, "gallery.index.npz"))
-            query_path, query_class = queries[0]
             hits = report.index.search(embeddings[0], k=8)
-            print(f"    query {os.path.basename(query_path)} (class {query_class}); top 8 of "
-                  f"{len(report.index)} gallery images ({len(report.skipped)} unreadable skipped):")
-            for rank, (_, distance, path) in enumerate(hits, 1):
-                same = os.path.basename(path).startswith(f"class{query_class:03d}_")
-                print(f"    {rank}. {distance:.4f}  {os.path.basename(path)}"
-                      f"{'  <- same class' if same else ''}")
+            print("\n".join(search_lines(queries[0], hits, origins, len(report.index),
+                                         len(report.skipped))))
 
     candidate = metrics.get("candidate", {})
     print("\n==> summary")

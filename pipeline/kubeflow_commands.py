@@ -88,6 +88,10 @@ def compile_command(args: argparse.Namespace) -> int:
 def _client_and_experiment(args: argparse.Namespace, cfg):
     """Check the host and the pipeline file, then make the client (no network before).
 
+    Returns (client, experiment, the loaded pipeline package). A failure to reach or use
+    the API is one line naming the host and what to check (kubeflow/client.py api_error):
+    no warnings, no traceback.
+
     Multi-user Kubeflow (healthz says multi_user, asked only when the credential or the
     namespace is missing) refuses every call without an identity and every experiment
     without a namespace: both are checked here, so the user gets one line saying what to set
@@ -106,13 +110,17 @@ def _client_and_experiment(args: argparse.Namespace, cfg):
     if not os.path.isfile(args.pipeline):
         raise CliError(f"--pipeline {args.pipeline} does not exist (create it with "
                        "`cgd kubeflow compile`)")
+    from kubeflow.client import is_multi_user, load_pipeline_file, make_client
+    from kubeflow.credentials import CREDENTIAL_VARIABLES
+    from pipeline.noise import quiet_kfp_client
+
+    # The file is checked before anything is sent: kfp.Client asks healthz when it is made.
+    package = load_pipeline_file(args.pipeline)
     namespace = (getattr(args, "namespace", None) or cfg.kubeflow.namespace or "").strip()
     if namespace and not re.fullmatch(K8S_NAMESPACE_PATTERN, namespace):
         raise CliError(f"--namespace {namespace!r} is not a Kubernetes namespace (lowercase "
                        "letters, digits and '-', at most 63)")
-    from kubeflow.client import is_multi_user, make_client
-    from kubeflow.credentials import CREDENTIAL_VARIABLES
-
+    quiet_kfp_client(verbose=getattr(args, "verbose", False))
     client, credential = make_client(host, namespace)
     namespace = namespace or client.get_user_namespace()  # kfp's: the pod's own namespace
     if (not credential or not namespace) and is_multi_user(client):
@@ -124,7 +132,7 @@ def _client_and_experiment(args: argparse.Namespace, cfg):
                        "profile namespace)")
     if namespace:
         log.info("kubeflow: namespace %s", namespace)
-    return client, args.experiment or cfg.pipeline.name
+    return client, args.experiment or cfg.pipeline.name, package
 
 
 def submit_command(args: argparse.Namespace) -> int:
@@ -134,8 +142,8 @@ def submit_command(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if cfg.kubeflow.target == "vertex":
         return _vertex_submit(args, cfg)
-    client, experiment = _client_and_experiment(args, cfg)
-    result = kfp_client.submit(client, args.pipeline, experiment, args.run_name,
+    client, experiment, package = _client_and_experiment(args, cfg)
+    result = kfp_client.submit(client, package, experiment, args.run_name,
                                default_root=cfg.kubeflow.pipeline_root)
     run_id = getattr(result, "run_id", None)
     log.info("kubeflow submit: %s started in experiment %s%s", args.pipeline, experiment,
@@ -156,9 +164,9 @@ def schedule_command(args: argparse.Namespace) -> int:
     if cfg.kubeflow.target == "vertex":
         return _vertex_schedule(args, cfg, cron)
     kfp_cron = kfp_client.to_kfp_cron(cron)  # a bad cron fails before any client call
-    client, experiment = _client_and_experiment(args, cfg)
+    client, experiment, package = _client_and_experiment(args, cfg)
     job_name = args.job_name or f"{cfg.pipeline.name}-retrain"
-    result = kfp_client.schedule(client, args.pipeline, experiment, job_name, cron,
+    result = kfp_client.schedule(client, package, experiment, job_name, cron,
                                  default_root=cfg.kubeflow.pipeline_root)
     job_id = getattr(result, "recurring_run_id", None)
     log.info("kubeflow schedule: %s runs on KFP cron '%s' (from '%s') in experiment %s%s",

@@ -7,7 +7,8 @@
 `tfx pipeline create` runs this file as __main__ with LocalDagRunner.run
 patched to record the pipeline; `tfx run create` runs it again for real, and
 then refuses (one line, nothing written) to run a pipeline other than the one
-created under that name, e.g. the packaged defaults in a shell without CGD_CONFIG.
+created under that name, e.g. the packaged defaults in a shell without CGD_CONFIG,
+and, in one line naming it, while another run of the pipeline holds its run lock.
 Every real run ends with one summary line (pipeline/summary.py).
 """
 
@@ -39,6 +40,7 @@ def run() -> None:
     # `tfx pipeline create` runs this file with LocalDagRunner.run wrapped (functools.wraps)
     # to record the pipeline without running it: only a real run gets a summary.
     recording_only = hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__")
+    name = None
     if not recording_only:
         name = tfx_cli.pipeline_name_from_cli()
         if name:
@@ -50,10 +52,31 @@ def run() -> None:
             except CliError as e:
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(1)
-    before = RunState.now(cfg)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
-    if not recording_only:
-        print(run_summary(cfg, before), flush=True)
+    # Only a real run holds the pipeline's run lock (pipeline/run_lock.py): recording a
+    # pipeline runs nothing and may happen while it runs.
+    lock = None if recording_only else _run_lock(cfg, name)
+    try:
+        before = RunState.now(cfg)
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+        if not recording_only:
+            print(run_summary(cfg, before), flush=True)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_lock(cfg, tfx_pipeline_name):
+    """The run lock (handed down by `cgd pipeline run`/`cgd retrain`, else taken here);
+    another run of the pipeline in progress: one error line, exit 1, nothing run."""
+    from core.errors import CliError
+    from pipeline import run_lock
+    command = (f"tfx run create --engine local --pipeline_name {tfx_pipeline_name}"
+               if tfx_pipeline_name else None)
+    try:
+        return run_lock.acquire(cfg, command=command)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

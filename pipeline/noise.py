@@ -12,9 +12,10 @@ import importlib.abc
 import logging
 import os
 import re
-import subprocess
 import sys
 import warnings
+
+from core.stderr_filter import stderr_without
 
 # TensorFlow 2.16 logs these three lines from C++ (TSL logging, ERROR level) while it loads,
 # on every machine, GPU or not: XLA's CUDA plugins are linked into two of its libraries and
@@ -66,6 +67,16 @@ BEAM_TYPEHINT_LOGGER = "apache_beam.typehints.native_type_compatibility"
 ABSL_LOGGER = "absl"
 
 
+# `cgd kubeflow submit|schedule` (kfp.Client): kfp 2.5 warns on every client it makes that it
+# "only works with Kubeflow Pipeline v2.0.0-beta.2 and later versions" (a FutureWarning;
+# our stand-in and our docs are KFP 2.0.5), and urllib3 logs a WARNING for each retry of a
+# failed connection ("Retrying (Retry(total=2, ...)) after connection broken by ..."): the
+# command's own error line says what failed (kubeflow/client.py api_error).
+KFP_CLIENT_WARNING = (FutureWarning, r"kfp\.client\.client",
+                      r"This client only works with Kubeflow Pipeline v2")
+URLLIB3_POOL_LOGGER = "urllib3.connectionpool"
+
+
 def quiet_third_party_noise(verbose: bool) -> None:
     """Install the filters above (idempotent); with ``verbose``, none of them."""
     if verbose:
@@ -95,6 +106,23 @@ def quiet_tensorflow_import() -> None:
     if ("tensorflow" not in sys.modules and os.name == "posix"
             and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path)):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def quiet_kfp_client(verbose: bool) -> None:
+    """KFP_CLIENT_WARNING and urllib3's "Retrying" records (see above); with ``verbose``,
+    neither."""
+    if verbose:
+        return
+    category, module, message = KFP_CLIENT_WARNING
+    warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    pool = logging.getLogger(URLLIB3_POOL_LOGGER)
+    if not any(isinstance(f, _DropRetrying) for f in pool.filters):
+        pool.addFilter(_DropRetrying())
+
+
+class _DropRetrying(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying (")
 
 
 class _DropBelowWarning(logging.Filter):
@@ -139,56 +167,3 @@ class _FilteredStderrLoader(importlib.abc.Loader):
             self.loader.exec_module(module)
 
 
-# Copies stdin to stdout line by line as it arrives, except lines matching argv[1]. Ignores
-# Ctrl-C (it ends when cgd closes the pipe); a closed stdout ends it quietly.
-_FILTER_PROGRAM = (
-    "import re, signal, sys\n"
-    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    "noise = re.compile(sys.argv[1].encode())\n"
-    "try:\n"
-    "    for line in sys.stdin.buffer:\n"
-    "        if not noise.match(line):\n"
-    "            sys.stdout.buffer.write(line)\n"
-    "            sys.stdout.buffer.flush()\n"
-    "except OSError:\n"
-    "    pass\n")
-
-
-@contextlib.contextmanager
-def stderr_without(noise: re.Pattern):
-    """File descriptor 2 (C++ and Python stderr) through a filter process that drops the
-    lines matching ``noise`` (a bytes pattern) for the duration; everything else goes on to
-    the real stderr in order and at once. Without a usable stderr, a no-op."""
-    saved = proc = None
-    try:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-        saved = os.dup(2)
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _FILTER_PROGRAM, noise.pattern.decode()],
-            stdin=subprocess.PIPE, stdout=saved, stderr=saved)
-        os.dup2(proc.stdin.fileno(), 2)
-        proc.stdin.close()
-    except (OSError, ValueError):  # no fd 2, no interpreter to run: leave stderr alone
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-        saved = None
-    if saved is None:
-        yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        os.dup2(saved, 2)  # closes our end of the pipe: the filter reads EOF and exits
-        os.close(saved)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # a child we started holds the pipe open
-            proc.kill()
-            proc.wait()

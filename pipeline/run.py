@@ -15,19 +15,25 @@ log = logging.getLogger("cgd")
 LOCAL_RUNNER = Path(__file__).with_name("local_runner.py")
 
 
-def run_local(cfg: Config) -> str:
-    """One LocalDagRunner run of the whole pipeline (ML Metadata on SQLite); its summary line."""
+def run_local(cfg: Config, wait: bool = False) -> str:
+    """One LocalDagRunner run of the whole pipeline (ML Metadata on SQLite); its summary line.
+
+    Holds the pipeline's run lock (pipeline/run_lock.py): another run of it in progress
+    raises PipelineRunning, or with ``wait`` is waited for.
+    """
     from absl import logging as absl_logging
     from tfx import v1 as tfx
 
+    from pipeline import run_lock
     from pipeline.definition import create_pipeline
     from pipeline.summary import RunState, run_summary
     absl_logging.set_verbosity(absl_logging.INFO)
     log.info("pipeline %s: root %s, metadata %s", cfg.pipeline.name, cfg.pipeline.root,
              cfg.pipeline.metadata_path)
-    before = RunState.now(cfg)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
-    summary = run_summary(cfg, before)
+    with run_lock.acquire(cfg, wait=wait):
+        before = RunState.now(cfg)
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+        summary = run_summary(cfg, before)
     log.info("%s", summary)
     return summary
 
@@ -37,20 +43,28 @@ def pipeline_log_path(cfg: Config) -> str:
     return os.path.join(os.path.dirname(cfg.pipeline.root), "logs", f"{cfg.pipeline.name}.log")
 
 
-def run_shown(cfg: Config, config_path: str | None) -> str:
+def run_shown(cfg: Config, config_path: str | None, wait: bool = False) -> str:
     """One run in a subprocess (pipeline/local_runner.py): progress on the console, the
-    full log in ``pipeline_log_path``, a failure as one CliError line; the summary line."""
-    from pipeline import console
+    full log in ``pipeline_log_path``, a failure as one CliError line; the summary line.
+
+    The run lock is taken here, before the subprocess imports TensorFlow (a refusal is
+    PipelineRunning at once), and handed to the subprocess (``run_lock.LOCK_FD_ENV``).
+    """
+    from pipeline import console, run_lock
 
     log_path = pipeline_log_path(cfg)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     env.pop("CGD_CONFIG", None)
     if config_path:
         env["CGD_CONFIG"] = os.path.abspath(config_path)
-    print(f"==> pipeline {cfg.pipeline.name} (local orchestrator); full log: {log_path}",
-          flush=True)
-    output = console.run_shown([sys.executable, str(LOCAL_RUNNER)], env, log_path,
-                               f"pipeline {cfg.pipeline.name}")
+    with run_lock.acquire(cfg, wait=wait,
+                          hint="add --wait to wait for it, or try again when it has finished"
+                          ) as lock:
+        env[run_lock.LOCK_FD_ENV] = str(lock.fd)
+        print(f"==> pipeline {cfg.pipeline.name} (local orchestrator); full log: {log_path}",
+              flush=True)
+        output = console.run_shown([sys.executable, str(LOCAL_RUNNER)], env, log_path,
+                                   f"pipeline {cfg.pipeline.name}", pass_fds=(lock.fd,))
     prefix = f"pipeline {cfg.pipeline.name}: "
     return next((line.strip() for line in reversed(output) if line.startswith(prefix)), "")
 
@@ -73,8 +87,15 @@ def retrain_every(cfg: Config, every_s: float, max_runs: int | None = None,
 
     The evaluator compares each new model with the one in production, so only a
     model that is not significantly worse is pushed. A failed run is logged and retried at the
-    next slot. Returns the number of runs that succeeded.
+    next slot; so is a run skipped because another run of the pipeline held its lock
+    (pipeline/run_lock.py: a manual run, a cron entry). Returns the number of runs that
+    succeeded.
+
+    A run that took longer than the interval is said so in one line, and the next one starts
+    at once: runs never overlap (one loop, and the lock), and waiting for the next slot of
+    the grid would only leave the newest span longer untrained.
     """
+    from pipeline.run_lock import PipelineRunning
     done = ok = 0
     while max_runs is None or done < max_runs:
         start = clock()
@@ -83,6 +104,8 @@ def retrain_every(cfg: Config, every_s: float, max_runs: int | None = None,
             ok += 1
             outcome = f"run {done + 1} finished: {summary}" if summary else \
                 f"run {done + 1} finished"
+        except PipelineRunning as e:
+            outcome = f"run {done + 1} skipped: {e}"
         except Exception as e:  # keep the schedule alive; the traceback goes to the log
             log.debug("retrain: run %d failed", done + 1, exc_info=True)
             outcome = f"run {done + 1} FAILED: {type(e).__name__}: {e}"
@@ -90,7 +113,23 @@ def retrain_every(cfg: Config, every_s: float, max_runs: int | None = None,
         if max_runs is not None and done >= max_runs:
             log.info("retrain: %s", outcome)
             break
-        wait = max(0.0, every_s - (clock() - start))
+        took = clock() - start
+        wait = max(0.0, every_s - took)
         log.info("retrain: %s; next run in %.0f s", outcome, wait)
+        if took > every_s:
+            log.warning("retrain: run %d took %s, longer than the interval (%s): the next run "
+                        "starts now (runs never overlap; a longer --every avoids this)",
+                        done, _duration(took), _duration(every_s))
         sleep(wait)
     return ok
+
+
+def _duration(seconds: float) -> str:
+    """'95 s', '25 min', '1.5 h', '2.0 d'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

@@ -9,7 +9,9 @@ those two (their INFO logs are the run's log). A `.pth`
 file in the venv (written by `make env`: `python -m pipeline.tfx_cli_quiet`) imports this
 module at interpreter start; it does nothing unless the program is the venv's `tfx` and
 CGD_VERBOSE is unset, so other Python processes of the venv are untouched.
-`CGD_VERBOSE=1 tfx ...` shows everything.
+`tfx run create` (local engine) also shows only the run's digest, as `cgd pipeline run`
+does, and appends its whole output to the pipeline's log file (pipeline/tfx_cli.py
+start_run_digest). `CGD_VERBOSE=1 tfx ...` shows everything.
 """
 
 import os
@@ -38,6 +40,11 @@ if __name__ == "__main__":
 elif is_tfx_cli(getattr(sys, "argv", None)) and not os.environ.get("CGD_VERBOSE"):
     from pipeline.noise import quiet_third_party_noise
     quiet_third_party_noise(verbose=False)
+    try:  # `tfx run create`: the digest of the run, its full output in the log file
+        from pipeline.tfx_cli import start_run_digest
+        start_run_digest(sys.argv)
+    except Exception:  # never stop the tfx CLI itself: it then shows everything
+        pass
     os.environ[QUIET_CHILD_ENV] = "1"
 elif os.environ.get(QUIET_CHILD_ENV):
     from pipeline.noise import quiet_google_version_warnings, quiet_tensorflow_import

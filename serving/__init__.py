@@ -16,9 +16,10 @@ The server, one job per module; each imports only the ones above it:
 Beside it: ``deploy_config`` (TF Serving's config protos, for ``serving/deploy``),
 ``client`` (gRPC ``EmbeddingClient``), ``index`` (gallery index; exact search with
 ``components.recall_evaluator.metrics.nearest_neighbours``), ``standin`` (a model
-with the trainer's export contract) and ``commands`` (``cgd serve/embed/index/search``).
+with the trainer's export contract), ``stderr_filter`` (libjpeg's bare lines off
+``cgd serve``'s stderr) and ``commands`` (``cgd serve/embed/index/search``).
 Of our other packages, serving imports only ``core`` and that one evaluator function.
 Who imports serving: ``pipeline/cli.py`` (``commands``, by name) and ``pipeline/demo.py``
-(``client``, ``index``, ``model_server``).
+(``client``, ``index``, ``model_server``, ``stderr_filter``).
 ``tests/test_serving.py`` checks this picture against the imports.
 """

@@ -46,10 +46,13 @@ def register(subparsers) -> None:
         "embed", help="embed images through a model server (gRPC)",
         description="Embed image files with a TF Serving (or `cgd serve`) model. Prints JSON "
                     "{path: embedding} to stdout, or writes --output (.json, or .npy [N, D] "
-                    "in argument order).")
+                    "in argument order). A file the server cannot decode is named and left "
+                    "out (of the .npy rows too), as `cgd index build` does; --strict fails instead.")
     _client_args(p)
     p.add_argument("image_files", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
     p.add_argument("--output", help="out.json or out.npy (default: JSON to stdout)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on an image the server rejects instead of skipping it")
     p.set_defaults(func=embed)
 
     p = subparsers.add_parser("index", help="gallery index for retrieval")
@@ -151,25 +154,30 @@ def serve(args: argparse.Namespace) -> int:
             raise CliError(f"{flag} {value} is not a port")
 
     from serving.model_server import ModelServer
-    try:
-        server = ModelServer(base, name, host=args.host or sc.host, grpc_port=port,
-                             rest_port=None if rest_port < 0 else rest_port,
-                             poll_seconds=args.poll_seconds or sc.poll_seconds,
-                             max_batch_size=max_batch, batch_timeout_ms=timeout_ms,
-                             max_request_bytes=args.max_request_bytes or sc.max_request_bytes)
-        server.start()
-    except (ValueError, OSError) as e:
-        raise CliError(str(e)) from None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    log.info("serve: ready (batching %s); Ctrl-C to stop",
-             f"max {max_batch} rows / {timeout_ms} ms" if max_batch else "off")
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        server.stop()
+    from serving.stderr_filter import without_libjpeg_messages
+
+    # A corrupt upload is answered and logged by the server (serving.dataplane): libjpeg's
+    # own bare lines about it are dropped (serving.stderr_filter says why).
+    with without_libjpeg_messages():
+        try:
+            server = ModelServer(base, name, host=args.host or sc.host, grpc_port=port,
+                                 rest_port=None if rest_port < 0 else rest_port,
+                                 poll_seconds=args.poll_seconds or sc.poll_seconds,
+                                 max_batch_size=max_batch, batch_timeout_ms=timeout_ms,
+                                 max_request_bytes=args.max_request_bytes or sc.max_request_bytes)
+            server.start()
+        except (ValueError, OSError) as e:
+            raise CliError(str(e)) from None
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        log.info("serve: ready (batching %s); Ctrl-C to stop",
+                 f"max {max_batch} rows / {timeout_ms} ms" if max_batch else "off")
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            server.stop()
     return 0
 
 
@@ -178,6 +186,7 @@ def embed(args: argparse.Namespace) -> int:
 
     from core.errors import CliError
     from serving.client import ServingError
+    from serving.index import embed_paths
 
     for path in args.image_files:
         if not os.path.isfile(path):
@@ -186,15 +195,21 @@ def embed(args: argparse.Namespace) -> int:
         raise CliError(f"--output {args.output}: use a .json or .npy file name")
     with _client(args) as client:
         try:
-            embeddings = client.embed_files(args.image_files)
-        except ServingError as e:
+            report = embed_paths(client, args.image_files, batch_size=args.batch_size,
+                                 strict=args.strict)
+        except (ServingError, ValueError, RuntimeError) as e:
             raise CliError(str(e)) from None
-    log.info("embed: %d images -> %s from model %s version %s", len(args.image_files),
-             list(embeddings.shape), client.model_name, client.last_model_version)
+    embeddings = report.embeddings
+    # One line; embed_paths has already warned once per skipped file, naming it.
+    log.info("embed: %d of %d images -> %s from model %s version %s%s", len(report.paths),
+             len(args.image_files), list(embeddings.shape), client.model_name,
+             report.model_version,
+             f" ({len(report.skipped)} skipped, not in the output: "
+             f"{', '.join(p for p, _ in report.skipped)})" if report.skipped else "")
     if args.output and args.output.endswith(".npy"):
         _atomic_write(args.output, lambda f: np.save(f, embeddings))
         return 0
-    text = json.dumps({p: e.tolist() for p, e in zip(args.image_files, embeddings)})
+    text = json.dumps({p: e.tolist() for p, e in zip(report.paths, embeddings)})
     if args.output:
         _atomic_write(args.output, lambda f: f.write(text.encode() + b"\n"))
     else:

@@ -12,6 +12,8 @@ imported by the two adapters, ``serving.rest_codec`` and ``serving.model_server`
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -20,6 +22,8 @@ from core.names import SERVING_SIGNATURE
 from serving.batching import Batcher
 from serving.errors import FailedPrecondition, InvalidArgument, NotFound, from_tf_error_code
 from serving.model_repository import ModelRepository, Servable
+
+log = logging.getLogger("cgd.serving")
 
 
 class DataPlane:
@@ -138,6 +142,10 @@ def _call_signature(fn, specs: dict, inputs: dict) -> dict:
     except tf.errors.OpError as e:  # e.g. a corrupt image: the op's own code (INVALID_ARGUMENT)
         bad = _undecodable_rows(specs, inputs) if isinstance(e, tf.errors.InvalidArgumentError) \
             else ""
+        if bad:
+            # The one server-side line of a rejected upload, with its time (the log format's);
+            # libjpeg's own bare lines about it are dropped (serving.stderr_filter).
+            log.warning("rejected a request: %s", bad)
         raise from_tf_error_code(e.error_code, bad or _clean_tf_message(e.message)) from None
     except (TypeError, ValueError) as e:
         raise InvalidArgument(str(e)) from None

@@ -32,6 +32,8 @@ log = logging.getLogger("cgd.serving.index")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 FORMAT_VERSION = 1
+_NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a zip file
+_ARRAYS = ("embeddings", "paths", "model_name", "model_version", "created", "format_version")
 
 
 class GalleryIndexError(ValueError):
@@ -80,8 +82,16 @@ class GalleryIndex:
     def load(cls, path: str) -> "GalleryIndex":
         if not os.path.isfile(path):
             raise GalleryIndexError(f"index file {path} does not exist (build it with `cgd index build`)")
+        not_an_index = f"{path} is not a gallery index file (an .npz written by `cgd index build`)"
+        with open(path, "rb") as f:
+            # np.load would take any other file for a pickle and say so, in its own words.
+            if f.read(len(_NPZ_MAGIC)) != _NPZ_MAGIC:
+                raise GalleryIndexError(not_an_index)
         try:
             with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in _ARRAYS if k not in data.files]
+                if missing:
+                    raise GalleryIndexError(f"{not_an_index}: it has no {', '.join(missing)}")
                 fmt = int(data["format_version"])
                 if fmt != FORMAT_VERSION:
                     raise GalleryIndexError(f"{path}: index format {fmt}, expected {FORMAT_VERSION}")
@@ -93,7 +103,7 @@ class GalleryIndex:
         except GalleryIndexError:
             raise
         except (OSError, ValueError, KeyError) as e:
-            raise GalleryIndexError(f"{path}: not a gallery index: {e}") from None
+            raise GalleryIndexError(f"{not_an_index}: {e}") from None
         if index.embeddings.ndim != 2 or index.embeddings.shape[0] != len(index.paths):
             raise GalleryIndexError(f"{path}: {index.embeddings.shape} embeddings for "
                               f"{len(index.paths)} paths")
@@ -135,23 +145,29 @@ class BuildReport:
     skipped: list[tuple[str, str]]  # (path, reason)
 
 
-def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> BuildReport:
-    """Embed every image under ``image_dir`` through ``client`` (an ``EmbeddingClient``).
+@dataclasses.dataclass
+class EmbedReport:
+    paths: list[str]                # the embedded files, in the order given
+    embeddings: np.ndarray          # float32 [len(paths), D]
+    skipped: list[tuple[str, str]]  # (path, reason): files the server could not decode
+    model_version: int
+
+
+def embed_paths(client, paths: Sequence[str], batch_size: int = 32, strict: bool = False,
+                progress: Callable[[int, int], None] | None = None,
+                where: str = "") -> EmbedReport:
+    """Embed image files through ``client`` (an ``EmbeddingClient``), skipping bad ones.
 
     A batch the server rejects with INVALID_ARGUMENT is retried image by image,
-    and images that still fail (corrupt files) are skipped and reported, or,
-    with ``strict``, fail the build naming the file.
+    and images that still fail (corrupt files) are skipped, logged once each by
+    name, and reported, or, with ``strict``, fail naming the file. ``cgd embed``
+    and ``cgd index build`` both embed this way. ``where`` (" under DIR") goes in
+    the error when no image could be embedded.
     """
     import grpc
 
     from serving.client import ServingError
 
-    if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"image directory {image_dir} does not exist")
-    paths = find_images(image_dir)
-    if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {image_dir}")
     kept_paths, chunks, skipped, versions = [], [], [], set()
 
     def embed(batch_paths: Sequence[str], blobs: Sequence[bytes]):
@@ -161,7 +177,7 @@ def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = Fal
         chunks.append(emb)
 
     for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
+        batch = list(paths[start:start + batch_size])
         blobs = []
         for p in batch:
             with open(p, "rb") as f:
@@ -179,20 +195,32 @@ def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = Fal
                         raise
                     if strict:
                         raise ValueError(f"{p}: the server rejected the image: {e1.details}") from None
-                    # The one report of this file while building (the caller gets the
-                    # full reason in BuildReport.skipped and should not log it again).
+                    # The one report of this file (the caller gets the full reason in
+                    # the report's skipped and should not log it again).
                     log.warning("skipped %s: %s", p, e1.details.splitlines()[0][:200])
                     skipped.append((p, e1.details))
         if progress:
             progress(min(start + batch_size, len(paths)), len(paths))
     if not chunks:
-        raise ValueError(f"none of the {len(paths)} images under {image_dir} could be embedded")
+        raise ValueError(f"none of the {len(paths)} images{where} could be embedded")
     if len(versions) > 1:
-        raise RuntimeError(f"the server switched model versions during the build "
+        raise RuntimeError(f"the server switched model versions while embedding "
                            f"({sorted(versions)}); embeddings would not be comparable: run it again")
-    index = GalleryIndex(np.concatenate(chunks), kept_paths, client.model_name,
-                         int(versions.pop() or 0), time.time())
-    return BuildReport(index, skipped)
+    return EmbedReport(kept_paths, np.concatenate(chunks), skipped, int(versions.pop() or 0))
+
+
+def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> BuildReport:
+    """Embed every image under ``image_dir`` through ``client`` (``embed_paths``)."""
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"image directory {image_dir} does not exist")
+    paths = find_images(image_dir)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {image_dir}")
+    report = embed_paths(client, paths, batch_size, strict, progress, where=f" under {image_dir}")
+    index = GalleryIndex(report.embeddings, report.paths, client.model_name,
+                         report.model_version, time.time())
+    return BuildReport(index, report.skipped)
 
 
 def progress_printer(label: str, stream=None, delay_s: float = 2.0,

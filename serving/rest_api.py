@@ -7,6 +7,11 @@ Routes (as in ``tensorflow_model_server --rest_api_port``):
 * ``POST /v1/models/NAME[/versions/V]:predict``    ``instances`` or ``inputs`` (api ``rest_post``)
 * ``GET  /monitoring/prometheus/metrics``          ``serving.metrics.prometheus_text``
 
+Any other ``/v1/`` path or verb is TF Serving's 400 ``Malformed request: POST /v1/...``.
+A POST body is read whole before anything is answered (an unread body would be taken
+for the next request on the connection); one over ``max_request_bytes`` is read and
+dropped up to twice that size, then answered 413 and the connection closed.
+
 Every model route runs through ``RequestCounter.counted``; a ``RequestError``
 becomes ``{"error": message}`` with ``serving.errors.http_status``. JSON
 conversion is ``serving.rest_codec``'s.
@@ -27,7 +32,8 @@ from typing import Callable
 from google.protobuf import json_format
 
 from serving.dataplane import DataPlane, reject_version_label
-from serving.errors import NotFound, RequestError, RequestTooLarge, Unimplemented, http_status
+from serving.errors import (InvalidArgument, RequestError, RequestTooLarge, Unimplemented,
+                            http_status)
 from serving.metrics import RequestCounter
 from serving.model_repository import State
 from serving.rest_codec import decode_json_body, parse_predict_body, predict_reply
@@ -39,9 +45,14 @@ _MODEL_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<rest>/metadata|:[a-z]+)?$")
-# An oversized body is read and dropped up to this size, so that the client sees the
-# 413 rather than a connection reset; beyond it the connection is just closed.
-_MAX_DRAIN_BYTES = 64 * 1024 * 1024
+# An oversized body is read and dropped up to this many times the limit before the 413:
+# a client that sends its whole body before reading (urllib, requests) would otherwise
+# get a broken pipe, as closing a socket with unread data resets the connection. Beyond
+# it the 413 is sent without reading, and the client may not see it.
+_DRAIN_LIMITS = 2
+# TF Serving's verbs (prediction_api_regex_ in http_rest_api_handler.cc); only :predict
+# is implemented here.
+_POST_VERBS = (":predict", ":classify", ":regress")
 
 
 class RestHandler(BaseHTTPRequestHandler):
@@ -95,7 +106,7 @@ class RestHandler(BaseHTTPRequestHandler):
     def _get(self) -> dict:
         route = self._route()
         if route is None or route[2] not in ("", "/metadata"):
-            raise NotFound(f"Malformed request: GET {self.path}")
+            raise InvalidArgument(f"Malformed request: GET {self.path}")
         name, version, rest = route
         if rest == "/metadata":
             servable = self.dataplane.servable(name, version)
@@ -110,17 +121,11 @@ class RestHandler(BaseHTTPRequestHandler):
             for v, state, code, message in self.dataplane.model_status(name, version)]}
 
     def _post(self) -> dict:
+        data = self._read_body()
         route = self._route()
-        if route is None or not route[2].startswith(":"):
-            raise NotFound(f"Malformed request: POST {self.path}")
+        if route is None or route[2] not in _POST_VERBS:
+            raise InvalidArgument(f"Malformed request: POST {self.path}")
         name, version, rest = route
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.max_request_bytes:
-            self.close_connection = True
-            self._drain(length)
-            raise RequestTooLarge(f"request body of {length} bytes is larger than the "
-                                  f"limit of {self.max_request_bytes} bytes")
-        data = self.rfile.read(length)
         if rest != ":predict":
             raise Unimplemented(f"{rest[1:]} is not supported by this server (only :predict)")
         body = decode_json_body(data)
@@ -129,8 +134,22 @@ class RestHandler(BaseHTTPRequestHandler):
         row_format, inputs = parse_predict_body(body, servable.input_specs[signature])
         return predict_reply(self.dataplane.predict(servable, signature, inputs), row_format)
 
+    def _read_body(self) -> bytes:
+        header = self.headers.get("Content-Length") or "0"
+        length = int(header) if header.strip().isdigit() else -1
+        if length < 0:
+            self.close_connection = True  # where this body ends is unknown
+            raise InvalidArgument(f"Malformed request: POST {self.path}: Content-Length "
+                                  f"{header!r} is not a number of bytes")
+        if length > self.max_request_bytes:
+            self.close_connection = True
+            self._drain(length)
+            raise RequestTooLarge(f"request body of {length} bytes is larger than the "
+                                  f"limit of {self.max_request_bytes} bytes")
+        return self.rfile.read(length)
+
     def _drain(self, length: int) -> None:
-        left = min(length, _MAX_DRAIN_BYTES)
+        left = min(length, _DRAIN_LIMITS * self.max_request_bytes)
         while left > 0:
             chunk = self.rfile.read(min(left, 1 << 16))
             if not chunk:

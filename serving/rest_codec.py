@@ -21,6 +21,8 @@ import tensorflow as tf
 from serving.dataplane import shape_str
 from serving.errors import InvalidArgument
 
+_TOO_DEEP = "arrays or objects nested too deeply (more than about 1,000 levels)"
+
 # TF Serving's rule: string outputs whose alias ends with this are binary, so always base64.
 BINARY_OUTPUT_SUFFIX = "_bytes"
 
@@ -31,6 +33,10 @@ def decode_json_body(data: bytes) -> dict:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"JSON Parse error: {e}") from None
+    except RecursionError:
+        # Python's parser recurses per level; rapidjson (TF Serving's) does not, but a body
+        # this deep is no tensor either: the client's mistake, answered in one line.
+        raise InvalidArgument(f"JSON Parse error: {_TOO_DEEP}") from None
     if not isinstance(body, dict):
         raise InvalidArgument("request body must be a JSON object")
     return body
@@ -95,6 +101,9 @@ def _json_to_array(name: str, value, spec) -> tuple:
             array = array.astype(dtype.as_numpy_dtype)
     except (ValueError, TypeError, binascii.Error) as e:
         raise InvalidArgument(f"input '{name}': cannot convert JSON to {dtype.name}: {e}") from None
+    except RecursionError:  # JSON that parsed, but nests deeper than the conversion recurses
+        raise InvalidArgument(f"input '{name}': cannot convert JSON to {dtype.name}: "
+                              f"{_TOO_DEEP}") from None
     if array.ndim == 0 and spec.shape.rank not in (None, 0):
         raise InvalidArgument(f"input '{name}': expects shape {shape_str(spec.shape)} but got a scalar")
     return dtype, array

@@ -108,7 +108,9 @@ def test_settings_a_component_does_not_read_leave_its_cache_key_alone(tmp_path, 
 
 @pytest.mark.parametrize("change, changed, unchanged", [
     ({"trainer": {"learning_rate": 0.01}}, ["Trainer"], ["RecallEvaluator", "Transform"]),
-    ({"evaluator": {"baseline_tolerance": 0.02}}, ["RecallEvaluator"], ["Trainer", "Transform"]),
+    ({"evaluator": {"baseline_tolerance": 0.05}}, ["RecallEvaluator"], ["Trainer", "Transform"]),
+    ({"evaluator": {"min_queries": 30}}, ["RecallEvaluator", "Trainer", "RetrievalExampleGen"],
+     ["Transform"]),
     ({"transform": {"image_size": 48}}, ["Trainer", "Transform"], ["RecallEvaluator"]),
 ])
 def test_settings_a_component_reads_change_its_cache_key(tmp_path, change, changed, unchanged):

@@ -1,4 +1,5 @@
 """One typed config: defaults, overlays, and errors that name the key."""
+import re
 from pathlib import Path
 
 import pytest
@@ -113,10 +114,117 @@ def test_each_class_range_dataset_has_its_standard_split_and_others_split_by_pro
     assert (cub.train_range, cub.eval_range) == ([1, 100], [101, 200])
     assert cub.num_train_classes == 100 - cub.validation_classes
     sop = load_config(None, {"data": {"dataset": "sop"}}).data
-    assert sop.train_range is None and sop.split_rule()["train_classes"] is None
+    rule = sop.split_rule(load_config(None).evaluator)
+    assert sop.train_range is None and rule["train_classes"] is None
+    assert (rule["min_classes"], rule["min_queries"]) == (2, 20)
+
+
+@pytest.mark.parametrize("data, evaluator, key, words", [
+    # The eval range alone decides the eval classes: one class judges nothing.
+    ({"eval_classes": [196, 196]}, {}, "data.eval_classes", "1 class(es), fewer than "
+     "evaluator.min_eval_classes 2"),
+    ({"dataset": "cub200", "eval_classes": [101, 104]}, {"min_eval_classes": 5},
+     "data.eval_classes", "4 class(es), fewer than evaluator.min_eval_classes 5"),
+    # A one-class validation split cannot select a model.
+    ({"validation_classes": 1}, {}, "data.validation_classes", "use 0 (no hold-out"),
+    # ...and a hold-out that leaves one training class cannot train one.
+    ({"validation_classes": 97}, {}, "data.validation_classes", "leaves 1 of the 98 classes"),
+])
+def test_a_class_range_split_that_cannot_judge_fails_at_load(data, evaluator, key, words):
+    with pytest.raises(ConfigError, match=f"'{key}' .*{re.escape(words)}"):
+        load_config(None, {"data": data, "evaluator": evaluator})
+
+
+def test_no_hold_out_and_the_smallest_judging_ranges_load():
+    assert load_config(None, {"data": {"validation_classes": 0}}).data.validation_classes == 0
+    cfg = load_config(None, {"data": {"train_classes": [1, 4], "eval_classes": [5, 6],
+                                      "validation_classes": 2}})
+    assert cfg.data.eval_range == [5, 6]
+
+
+@pytest.mark.parametrize("evaluator, key", [
+    ({"baseline_rule": "majority"}, "evaluator.baseline_rule"),
+    ({"min_eval_classes": 1}, "evaluator.min_eval_classes"),
+    ({"min_queries": 0}, "evaluator.min_queries"),
+])
+def test_gate_keys_are_checked(evaluator, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(None, {"evaluator": evaluator})
+
+
+def test_the_gate_defaults():
+    ev = load_config(None).evaluator
+    assert (ev.baseline_rule, ev.min_eval_classes, ev.min_queries) == ("non_inferior", 2, 20)
+    assert ev.baseline_tolerance > 0  # with 0, non-inferiority would demand a better model
 
 
 def test_the_cropped_protocol_needs_a_dataset_with_boxes():
     with pytest.raises(ConfigError, match="'transform.crop' bbox needs bounding boxes.*'sop'"):
         load_config(None, {"data": {"dataset": "sop"}, "transform": {"crop": "bbox"}})
     assert load_config(None, {"data": {"dataset": "cub200"}, "transform": {"crop": "bbox"}})
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+@pytest.mark.parametrize("yaml_text, key, lines", [
+    # Two top-level blocks: PyYAML kept the last one, the first block's keys were lost.
+    ("pipeline:\n  name: first\ntrainer:\n  epochs: 2\npipeline:\n  name: second\n",
+     "pipeline", (1, 5)),
+    ("trainer:\n  epochs: 2\n  learning_rate: 0.1\n  epochs: 3\n", "trainer.epochs", (2, 4)),
+    ("kubeflow:\n  beam_args: []\n  volumes:\n    - {a: 1, a: 2}\n", "kubeflow.volumes[0].a",
+     (4, 4)),
+    ("trainer: {epochs: 1, 'epochs': 2}\n", "trainer.epochs", (1, 1)),
+])
+def test_a_key_given_twice_is_refused_naming_the_key_the_file_and_both_lines(
+        tmp_path, yaml_text, key, lines):
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    message = str(e.value)
+    assert message == (f"{path}: duplicate key '{key}' at lines {lines[0]} and {lines[1]} "
+                       "(YAML would keep only the last one: merge them into one)")
+
+
+def test_yaml_merge_keys_may_be_overridden_and_an_empty_file_is_the_defaults(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("serving: &base\n  grpc_port: 8600\n  rest_port: 8601\n"
+                    "pipeline: {}\n")
+    assert load_config(path).serving.grpc_port == 8600
+    # "<<" brings keys in that the mapping may then override: not a duplicate.
+    from core.config import _read_yaml
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("a: &a {x: 1, y: 2}\nb:\n  <<: *a\n  x: 3\n")
+    assert _read_yaml(merged) == {"a": {"x": 1, "y": 2}, "b": {"x": 3, "y": 2}}
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set\n")
+    assert load_config(empty) == load_config()
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("trainer:\n  step_per_epoch: 10\n",
+     "unknown key 'trainer.step_per_epoch' (did you mean 'trainer.steps_per_epoch'?)"),
+    ("trainr:\n  epochs: 1\n", "unknown key 'trainr' (did you mean 'trainer'?)"),
+    ("evaluator:\n  recal_ks: [1]\n",
+     "unknown key 'evaluator.recal_ks' (did you mean 'evaluator.recall_ks'?)"),
+])
+def test_a_misspelt_key_gets_the_closest_known_key(tmp_path, yaml_text, message):
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+def test_an_unknown_key_with_no_close_match_lists_only_its_sections_keys(tmp_path):
+    from core.config import _read_yaml, DEFAULTS_FILE
+    path = tmp_path / "unknown.yaml"
+    path.write_text("serving:\n  colour: blue\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    serving_keys = ", ".join(sorted(_read_yaml(DEFAULTS_FILE)["serving"]))
+    assert str(e.value) == (f"{path}: unknown key 'serving.colour' (the keys of 'serving' "
+                            f"are: {serving_keys})")
+    path.write_text("colour: blue\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'colour' \(the sections are: data, "):
+        load_config(path)

@@ -19,14 +19,17 @@ from tests.conftest import latest_output, small_config
 
 # 8 classes x 6 images: each dataset's protocol makes its own train/eval split of them.
 SAMPLE = dict(num_classes=8, images_per_class=6, seed=5, corrupt=2)
+# Two held-out classes: the least that can select a model (evaluator.min_eval_classes).
 DATA = {
     # Class ranges as for Cars196 (CUB's standard split is 1-100 / 101-200).
-    "cub200": {"train_classes": [1, 5], "eval_classes": [6, 8], "validation_classes": 1},
+    "cub200": {"train_classes": [1, 5], "eval_classes": [6, 8], "validation_classes": 2},
     # Split by the dataset's own files: the class ranges stay null.
-    "sop": {"train_classes": None, "eval_classes": None, "validation_classes": 1},
-    "inshop": {"train_classes": None, "eval_classes": None, "validation_classes": 1},
-    "folder": {"train_classes": None, "eval_classes": None, "validation_classes": 1},
+    "sop": {"train_classes": None, "eval_classes": None, "validation_classes": 2},
+    "inshop": {"train_classes": None, "eval_classes": None, "validation_classes": 2},
+    "folder": {"train_classes": None, "eval_classes": None, "validation_classes": 2},
 }
+# The samples' splits hold 10-25 queries: these tests check the mechanics, not a verdict.
+EVALUATOR = {"min_queries": 8}
 TRAINER = {"epochs": 1, "steps_per_epoch": 3, "classes_per_batch": 2, "images_per_class": 2}
 
 
@@ -65,7 +68,7 @@ def _run(dataset, root):
 
     summary = make_sample_data(dataset, str(root / "source"), **SAMPLE)
     cfg = small_config(root, root / "source", data=dict(DATA[dataset], dataset=dataset),
-                       trainer=TRAINER)
+                       trainer=TRAINER, evaluator=EVALUATOR)
     pipeline = create_pipeline(cfg)
     pipeline.components = create_components(cfg)[:7]  # up to the RecallEvaluator
     tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -591,3 +591,43 @@ def test_cgd_demo_failure_is_one_error_line(fake_tfx, capsys):
         f"Cars196SourceError; full log: {fake_tfx}/out/logs/tfx.log"]
     assert "Traceback" not in out
     assert "Cars196SourceError: Cars196 source directory" in out
+
+
+def test_demo_search_names_each_image_by_archive_and_member(tmp_path):
+    """The archives number their members alike (cars_train/00003.jpg and cars_test/00003.jpg
+    are different cars): the query and every hit are named by archive and member."""
+    from components.cars196.sample_data import make_sample_data
+    source = tmp_path / "cars196"
+    make_sample_data(source, num_classes=4, images_per_class=4, seed=0)
+    cfg = SimpleNamespace(data=SimpleNamespace(
+        source_dir=str(source), split_of_class=lambda c: "eval" if c >= 3 else "train"))
+    gallery, queries, origins = demo.gallery_and_queries(cfg, str(tmp_path / "work"))
+    assert [c for _, c, _ in queries] == [3, 4]
+    assert all(o.startswith("cars_train.tgz:cars_train/") and o.endswith(".jpg")
+               for _, _, o in queries)
+    assert sorted(origins) == sorted(p.name for p in (tmp_path / "work" / "gallery").iterdir())
+    assert all(o.startswith("cars_test.tgz:cars_test/") for o in origins.values())
+
+    query = ("/x/00003.jpg", 3, "cars_train.tgz:cars_train/00003.jpg")
+    hits = [(1, 0.1, "/g/class004_00007.jpg"), (2, 0.2, "/g/class003_00003.jpg")]
+    lines = demo.search_lines(query, hits, {"class004_00007.jpg": "cars_test.tgz:cars_test/00007.jpg",
+                                            "class003_00003.jpg": "cars_test.tgz:cars_test/00003.jpg"},
+                              gallery_size=8, skipped=1)
+    assert lines == [
+        "    query cars_train.tgz:cars_train/00003.jpg (class 3, not in the gallery); top 2 of 8 "
+        "gallery images from cars_test.tgz (1 unreadable skipped):",
+        "    1. 0.1000  class004_00007.jpg (from cars_test.tgz:cars_test/00007.jpg)",
+        "    2. 0.2000  class003_00003.jpg (from cars_test.tgz:cars_test/00003.jpg)  <- same class"]
+
+
+def test_readme_where_outputs_go_lists_what_the_demo_writes_itself():
+    """Every path the demo joins onto its work directory (out/demo/) is in the README's table."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    written = set(re.findall(r'os\.path\.join\(work, "([^"]+)"\)', (root / "pipeline" / "demo.py").read_text()))
+    assert {"parse", "gallery", "gallery.index.npz"} <= written
+    readme = root.joinpath("README.md").read_text()
+    table = readme[readme.index("### Where outputs go"):readme.index("## Real Cars196")]
+    for name in written:
+        assert f"`out/demo/{name}" in table, name

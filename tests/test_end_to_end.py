@@ -163,6 +163,7 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
         assert not worse["blessed"], worse["reason"]
         assert "below the blessed baseline" in worse["reason"]
         assert worse["difference"]["intervals"]["recall@1"][1] < 0  # significantly worse
+        assert worse["significance"]["baseline_rule"] == "non_inferior"  # the default
         assert versions(cfg.pipeline.serving_dir) == [v1]
         client.embed_bytes([image])
         assert client.last_model_version == v1
@@ -173,6 +174,8 @@ def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(t
         run_local(cfg.replace(trainer=UNTRAINED, evaluator={"baseline_tolerance": 0.1}))
         better = newest_metrics(cfg)
         assert better["blessed"], better["reason"]
+        # Non-inferiority: blessed because the interval's lower bound is within -0.1.
+        assert better["difference"]["intervals"]["recall@1"][0] >= -0.1
         new_versions = versions(cfg.pipeline.serving_dir)
         assert len(new_versions) == 2 and new_versions[0] == v1
         server.wait_for_version(new_versions[1], timeout_s=60)
@@ -185,3 +188,38 @@ def _probe(source, tmp_path):
     with tarfile.open(source / "span-1" / "cars_test.tgz") as tar:
         tar.extract("cars_test/00001.jpg", tmp_path)
     return str(tmp_path / "cars_test" / "00001.jpg")
+
+
+def test_a_split_change_compares_with_production_only_on_classes_it_has_not_seen(
+        sample_data, tmp_path):
+    """Run 1 blesses a model trained on classes 1-10; run 2 moves the split (eval 9-16), so
+    two eval classes are production's validation classes: named, and left out of the
+    paired comparison, which runs on classes 11-16 alone."""
+    from components.cars196.tfds_source import CLASS_NAMES
+    from components.recall_evaluator import production
+    from pipeline.run import run_local
+
+    cfg = small_config(tmp_path, sample_data.out_dir, pipeline={"name": "cgd-split"},
+                       evaluator={"baseline_tolerance": 1.0})
+    run_local(cfg.replace(trainer=UNTRAINED))
+    [v1] = versions(cfg.pipeline.serving_dir)
+    assert newest_metrics(cfg)["blessed"]
+    served = os.path.join(cfg.pipeline.serving_dir, "cgd", str(v1))
+    assert production.seen_classes(served) == set(CLASS_NAMES[:10])  # classes 1-10
+
+    moved = {"train_classes": [1, 8], "eval_classes": [9, 16]}
+    run_local(cfg.replace(trainer=UNTRAINED, data=moved))
+    second = newest_metrics(cfg)
+    assert second["production_version"] == v1
+    assert second["baseline_seen_eval_classes"] == sorted(CLASS_NAMES[8:10])  # classes 9, 10
+    overlap = second["class_overlap"]
+    assert (overlap["num_eval_classes"], overlap["num_baseline_seen_eval_classes"],
+            overlap["num_unseen_eval_classes"]) == (8, 2, 6)
+    assert second["comparison"]["classes"] == sorted(CLASS_NAMES[10:16])
+    assert "neither model has seen" in second["reason"]
+    assert "production has seen 2 of the 8 eval classes" in second["reason"]
+    # The comparison ran on the images of classes 11-16 (label >= 10) only.
+    from components.recall_evaluator.embedding import read_eval_images
+    labels = read_eval_images(latest_output(cfg, "RetrievalExampleGen", "examples"),
+                              "eval").labels
+    assert overlap["unseen_images"] == int((labels >= 10).sum()) < len(labels)

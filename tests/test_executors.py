@@ -44,7 +44,8 @@ def example_gen_exec_properties(cfg) -> dict:
     from components.example_gen.component import RetrievalExampleGen
 
     component = RetrievalExampleGen(source_dir=cfg.data.source_dir,
-                                  split_rule=cfg.data.split_rule(), file_pattern="*")
+                                  split_rule=cfg.data.split_rule(cfg.evaluator),
+                                  file_pattern="*")
     return {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
             for k, v in component.exec_properties.items()}
 
@@ -194,14 +195,15 @@ def test_small_inputs_run_in_process_on_the_direct_runner():
 
 @pytest.fixture(scope="module")
 def eval_examples(tmp_path_factory):
-    """A raw Examples artifact with an eval split: 4 classes x 3 images of distinct colours."""
+    """A raw Examples artifact with an eval split: 4 classes x 6 images of distinct colours
+    (24 queries: at least evaluator.min_queries)."""
     root = tmp_path_factory.mktemp("raw_examples")
     os.makedirs(root / "Split-eval")
     rng = np.random.default_rng(0)
     with tf.io.TFRecordWriter(str(root / "Split-eval" / "data.gz"), "GZIP") as writer:
         for label in range(4):
             base = rng.integers(0, 255, size=3)
-            for i in range(3):
+            for i in range(6):
                 pixels = np.clip(base + rng.normal(0, 8, (24, 32, 3)), 0, 255).astype(np.uint8)
                 buffer = io.BytesIO()
                 Image.fromarray(pixels).save(buffer, "JPEG")
@@ -280,6 +282,73 @@ def test_recall_evaluator_does_not_push_the_model_already_served(tmp_path, eval_
     assert blessing.get_int_custom_property("blessed") == 0
     assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
     assert "ALREADY SERVING" in metrics["reason"] and metrics["production_version"] == 100
+
+
+def test_recall_evaluator_refuses_an_eval_split_of_one_class(tmp_path, eval_examples):
+    """The issue's case: one eval class, every neighbour a match, Recall@1 1.0: once
+    BLESSED on the threshold, now NOT BLESSED, naming the count, minimum and key."""
+    one_class = tmp_path / "one_class"
+    os.makedirs(one_class / "Split-eval")
+    with tf.io.TFRecordWriter(str(one_class / "Split-eval" / "data.gz"), "GZIP") as writer:
+        for raw in tf.data.TFRecordDataset(
+                tf.io.gfile.glob(os.path.join(eval_examples.uri, "Split-eval", "*.gz")),
+                compression_type="GZIP"):
+            example = tf.train.Example.FromString(raw.numpy())
+            example.features.feature["label"].int64_list.value[:] = [0]
+            writer.write(example.SerializeToString())
+    examples = artifact(standard_artifacts.Examples, one_class, split_names=["eval"])
+    model = stand_in_model(tmp_path / "model", seed=1)
+    blessing, metrics = run_evaluator(tmp_path, examples, model, tmp_path / "serving/cgd")
+    assert metrics["candidate"]["recall@1"] == 1.0
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
+    assert metrics["reason"].startswith("NOT BLESSED: the eval split has 1 class(es)")
+    assert "evaluator.min_eval_classes 2" in metrics["reason"]
+    assert metrics["can_judge"] is False and metrics["eval_split"]["num_classes"] == 1
+    assert (tmp_path / "evaluation" / "verdict.txt").read_text().startswith("NOT BLESSED")
+
+
+def test_recall_evaluator_states_the_rule_and_the_detectable_difference(tmp_path,
+                                                                         eval_examples):
+    serving = tmp_path / "serving/cgd"
+    push(stand_in_model(tmp_path / "prod", seed=6), serving, 200)
+    blessing, metrics = run_evaluator(tmp_path, eval_examples,
+                                      stand_in_model(tmp_path / "model", seed=7), serving)
+    sig = metrics["significance"]
+    assert sig["baseline_rule"] == "non_inferior" and sig["baseline_tolerance"] == 0.02
+    assert sig["detectable_difference"] > 0
+    assert f"detects differences of about {sig['detectable_difference']:.4f}" in (
+        metrics["reason"])
+    low = metrics["difference"]["intervals"]["recall@1"][0]
+    # Non-inferiority: blessed exactly when the lower bound is within the tolerance.
+    assert blessing.get_int_custom_property("blessed") == int(low >= -0.02)
+
+
+# ------------------------------------------------------------------ Trainer
+
+def test_trainer_refuses_a_validation_split_it_cannot_select_on(tmp_path):
+    from core.config import TrainerJob
+    from tests.test_streaming_sampler import write_split
+    from trainer import task
+
+    cfg = small_config(tmp_path, tmp_path / "source", trainer={"epochs": 1,
+                                                               "steps_per_epoch": 1})
+    job = TrainerJob.of(cfg)
+    assert (job.validation_classes, job.min_valid_classes, job.min_valid_queries) == (3, 2, 20)
+    train = write_split(tmp_path / "train", np.repeat([0, 1, 2, 3], 4), size=32, shards=1)
+    one_class = write_split(tmp_path / "one", np.repeat([7], 30), size=32, shards=1)
+    with pytest.raises(ValueError, match=r"the validation split \('valid', "
+                       r"data.validation_classes 3\) has 1 class\(es\) and 30 queries.*"
+                       r"at least 2 classes \(evaluator.min_eval_classes\)"):
+        task.train(job, [train], [one_class], str(tmp_path / "run"))
+    few = write_split(tmp_path / "few", np.repeat([7, 8, 9], 3), size=32, shards=1)
+    with pytest.raises(ValueError, match=r"3 class\(es\) and 9 queries.*20 queries "
+                                         r"\(evaluator.min_queries\).*data.validation_classes"):
+        task.train(job, [train], [few], str(tmp_path / "run"))
+    # data.validation_classes 0: selection on the training split, as before, with a warning.
+    task.check_selection_split(TrainerJob.of(cfg.replace(data={"validation_classes": 0})),
+                               np.repeat([0], 4))
+    task.check_selection_split(job, np.repeat([7, 8], 10))  # 2 classes, 20 queries: enough
 
 
 def test_production_driver_keys_the_evaluator_cache_on_the_served_model(tmp_path):

@@ -50,9 +50,10 @@ def _check_round_trip(sample, parsed):
         assert r["protocol_split"] == folder.split_of(r["class_name"], 0.5, 0)
         if r["image_id"] in valid:
             assert r["class_name"] == sample.class_names[r["image_id"]]
-    # The image id is the path relative to source_dir without its extension.
-    assert all(Path(r["image_path"]).relative_to(sample.out_dir).with_suffix("").as_posix()
+    # The image id is the path relative to source_dir, extension kept (the file's own name).
+    assert all(Path(r["image_path"]).relative_to(sample.out_dir).as_posix()
                == r["image_id"] for r in parsed)
+    assert all(i.endswith(".jpg") for i in sample.corrupt) and sample.corrupt
 
 
 def test_class_folder_sample_has_jpegs_pngs_and_stray_files(folders):
@@ -94,7 +95,7 @@ def test_csv_paths_are_relative_to_the_csv_or_absolute(csv_sample, tmp_path):
         f"café table,{images[1]}\n"
         f"armchair,../images/{images[2].name}\n", encoding="utf-8")
     parsed = _records(source, labels_csv="meta/labels.csv", eval_fraction=0.5, split_seed=0)
-    assert {r["image_id"] for r in parsed} == {f"images/{p.stem}" for p in images[:3]}
+    assert {r["image_id"] for r in parsed} == {f"images/{p.name}" for p in images[:3]}
     assert {r["class_name"] for r in parsed} == {"café table", "armchair"}
 
 
@@ -113,6 +114,10 @@ def test_skipped_files_are_counted_and_logged_once(folders, caplog):
         _records(folders.out_dir)
     lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(lines) == 1 and "skipped 5 file(s)" in lines[0]
+    # Nothing is decoded here: the count is of files, and says the corrupt ones come apart.
+    listed = len(folders.images) + len(folders.corrupt)
+    assert f"{listed} image files in 8 classes" in lines[0], lines[0]
+    assert f"{listed} images" not in lines[0] and "corrupt ones are counted and named apart" in lines[0]
 
 
 def test_class_ids_are_training_classes_sorted_then_evaluation_classes(folders):
@@ -154,11 +159,12 @@ def test_a_folder_without_images_is_not_a_class(folders, tmp_path):
     assert "empty class" not in {r["class_name"] for r in _records(source)}
 
 
-def test_an_image_id_shared_by_two_files_is_refused(tmp_path):
-    for name in ("a/x.jpg", "a/x.png", "b/y.jpg"):
+def test_files_differing_only_in_extension_are_two_images(tmp_path):
+    for name in ("a/x.jpg", "a/x.png", "b/y.jpg", "b/truncated.JPG"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    assert "would share the image id 'a/x'" in _error(tmp_path)
+    ids = [image_id for _, image_id, _ in folder.list_images(str(tmp_path)).images]
+    assert ids == ["a/x.jpg", "a/x.png", "b/truncated.JPG", "b/y.jpg"]
 
 
 def test_missing_directory_is_named(tmp_path):

@@ -751,6 +751,206 @@ def test_a_kfp_api_refusal_is_one_line_with_kfps_reason(server):
         _kfp_call("get the run", lambda: client.get_run("no-such-run"))
 
 
+# ------------------------------------------------------------------ failures to reach the API
+
+CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
+
+
+class StatusServer:
+    """127.0.0.1 stand-in for what may sit at a wrong --host: an auth proxy refusing (401,
+    403: Istio's "RBAC: access denied" is text), a gateway without KFP at that path (404),
+    or a TLS endpoint (``tls``: a certificate file pair, self-signed)."""
+
+    def __init__(self, status: int = 404, body: bytes = b"", tls: tuple | None = None):
+        import http.server
+        import ssl
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.http.socket = context.wrap_socket(self.http.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.http.server_address[1]}"
+        self.thread = threading.Thread(target=self.http.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def self_signed_certificate(directory: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (so that only trust fails, not the name) and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cgd_subprocess(tmp_path, *args: str):
+    """`cgd` as a user runs it (its stderr whole, warnings and log records included), with no
+    kfp context file and no credential from this machine."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KF_PIPELINES") and k not in ("PYTHONWARNINGS",)}
+    env.update(HOME=str(tmp_path), TF_USE_LEGACY_KERAS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.run([sys.executable, "-c", CGD_MAIN, *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr.splitlines()
+
+
+def test_a_malformed_pipeline_file_is_reported_before_any_connection(tmp_path, capsys):
+    """The file is checked first: nothing listens at the host, and the error is the file's."""
+    from pipeline.cli import main
+
+    host = f"http://127.0.0.1:{closed_port()}"
+    config_file, _ = write_config(tmp_path, host=host)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"pipelineSpec": {"pipelineInfo": {"name": "x"}, "notAField": 1}}))
+    for action in (["submit"], ["schedule", "--cron", "0 3 * * 0"]):
+        assert main(["kubeflow", *action, "--config", config_file, "--pipeline", str(bad)]) == 1
+        [line] = error_lines(capsys.readouterr().err)
+        assert f"{bad}: not a KFP PipelineJob" in line, line
+
+
+CONNECTION_FAILURES = {
+    # what is at the host -> the host to pass -> what the one line must say
+    "nothing listens": "cannot connect to Kubeflow Pipelines at {host} (Connection refused): "
+                       "check --host / 'kubeflow.host'",
+    "https to plain HTTP": "TLS with Kubeflow Pipelines at {host} failed (",
+    "self-signed TLS": "TLS with Kubeflow Pipelines at {host} failed (",
+    "http to TLS": "Kubeflow Pipelines at {host} closed the connection without an HTTP answer",
+    "401 auth proxy": "Kubeflow Pipelines at {host} refused to answer GET /apis/v2beta1/healthz "
+                      "(HTTP 401): Unauthorized; the identity comes from KF_PIPELINES_SA_TOKEN_PATH",
+    "403 auth proxy": "Kubeflow Pipelines at {host} refused to answer GET /apis/v2beta1/healthz "
+                      "(HTTP 403): Forbidden; check the identity sent "
+                      "(KF_PIPELINES_SA_TOKEN_PATH, KF_PIPELINES_TOKEN or KF_PIPELINES_COOKIE)",
+    "404 wrong path": "no Kubeflow Pipelines API at {host} (HTTP 404 for GET "
+                      "/apis/v2beta1/healthz): check the path in --host / 'kubeflow.host' "
+                      "(behind the Kubeflow dashboard it ends in /pipeline",
+}
+HINTS = {"https to plain HTTP": "the server does not speak TLS there: use http://",
+         "self-signed TLS": "its certificate is not trusted here (self-signed",
+         "http to TLS": "if it speaks TLS, use https://",
+         "403 auth proxy": "may use the namespace (--namespace / 'kubeflow.namespace'"}
+
+
+@pytest.fixture
+def unusable_host(request, server, tmp_path):
+    """(host to pass, message) for CONNECTION_FAILURES[request.param]."""
+    import contextlib
+
+    case = request.param
+    with contextlib.ExitStack() as stack:
+        if case == "nothing listens":
+            host = f"http://127.0.0.1:{closed_port()}"
+        elif case == "https to plain HTTP":
+            host = server.host.replace("http://", "https://")
+        elif case in ("self-signed TLS", "http to TLS"):
+            tls = stack.enter_context(StatusServer(200, tls=self_signed_certificate(tmp_path)))
+            host = tls.url if case == "self-signed TLS" else tls.url.replace("https", "http")
+        elif case == "404 wrong path":  # a gateway with KFP under /pipeline, host without it
+            host = stack.enter_context(StatusServer(404, b"404 page not found")).url
+        else:
+            status = int(case[:3])
+            body = b"Jwt is missing" if status == 401 else b"RBAC: access denied"
+            host = stack.enter_context(StatusServer(status, body)).url
+        yield host, CONNECTION_FAILURES[case].format(host=host)
+    assert (server.experiments, server.runs, server.recurring_runs) == ({}, [], [])
+
+
+@pytest.mark.parametrize("unusable_host", sorted(CONNECTION_FAILURES), indirect=True)
+def test_a_host_that_cannot_be_used_is_one_line_naming_it_and_what_to_check(
+        compiled, unusable_host, tmp_path, request):
+    host, message = unusable_host
+    case = request.node.callspec.params["unusable_host"]
+    _, out, _ = compiled
+    config_file, _ = write_config(tmp_path)
+    code, err = cgd_subprocess(tmp_path, "kubeflow", "submit", "--config", config_file,
+                               "--pipeline", str(out), "--host", host)
+    # No FutureWarning, no urllib3 "Retrying" warnings, no traceback: the error line alone.
+    assert code == 1 and len(err) == 1, "\n".join(err)
+    assert err[0].startswith(f"cgd kubeflow submit: error: {message}"), err[0]
+    assert HINTS.get(case, "") in err[0], err[0]
+
+
+def test_schedule_reports_an_unreachable_host_in_one_line_too(compiled, tmp_path):
+    _, out, _ = compiled
+    host = f"http://127.0.0.1:{closed_port()}"
+    config_file, _ = write_config(tmp_path, host=host)
+    code, err = cgd_subprocess(tmp_path, "kubeflow", "schedule", "--config", config_file,
+                               "--pipeline", str(out), "--cron", "0 3 * * 0")
+    assert code == 1 and err == [
+        f"cgd kubeflow schedule: error: cannot connect to Kubeflow Pipelines at {host} "
+        "(Connection refused): check --host / 'kubeflow.host' (scheme, address, port) and that "
+        "the KFP API server is reachable from here (e.g. through `kubectl port-forward`)"], err
+
+
+def test_a_connection_lost_after_healthz_is_one_line_too(server, compiled):
+    """With a namespace and a credential kfp.Client asks nothing at first: the first call
+    (creating the run) meets the closed server, and that too is one line naming the host."""
+    from kubeflow.client import make_client, submit
+    from kubeflow.errors import KubeflowError
+
+    _, out, _ = compiled
+    client, _ = make_client(server.host, "team-a")
+    server.__exit__(None, None, None)
+    with pytest.raises(KubeflowError, match=re.escape(
+            f"cannot connect to Kubeflow Pipelines at {server.host} (Connection refused)")):
+        submit(client, str(out), "cgd")
+
+
 def test_kubeflow_without_action_prints_help(capsys):
     from pipeline.cli import main
     assert main(["kubeflow"]) == 2

@@ -165,6 +165,9 @@ def test_a_worse_model_on_a_new_span_is_compared_with_production_and_not_pushed(
     assert result["production_version"] == first_versions[0]
     assert not result["blessed"] and "below the blessed baseline" in result["reason"]
     assert result["difference"]["intervals"]["recall@1"][1] < 0  # significantly worse
+    # The default rule, non-inferiority: refused since the lower bound is below -tolerance.
+    assert result["significance"]["baseline_rule"] == "non_inferior"
+    assert "the eval set detects differences of about" in result["reason"]
     assert second_versions == first_versions
 
 
@@ -177,6 +180,60 @@ def test_an_unchanged_span_is_cached_up_to_the_evaluator_which_still_runs(kfp_ru
     result = metrics(emulator, third)
     assert not result["blessed"] and result["production_version"] == kfp_runs["versions"][0][0]
     assert kfp_runs["versions"][2] == kfp_runs["versions"][0]
+
+
+# ------------------------------------------------------------------ a split change between runs
+
+@pytest.fixture(scope="module")
+def kfp_split_change(tmp_path_factory, sample_data):
+    """Two runs on one emulated cluster (MinIO root) and the small sample: the first trains
+    on classes 1-10 and is pushed; the second moves the split to eval classes 9-16, two of
+    which (9, 10) were the production model's validation classes."""
+    monkeypatch = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("kfp-split")
+    cfg = small_config(tmp, sample_data.out_dir, pipeline={"name": "cgd-kfp-split"},
+                       evaluator={"baseline_tolerance": 1.0}, kubeflow=KUBEFLOW)
+    emulator = KfpEmulator(tmp / "cluster")
+    try:
+        spec, root = compile_spec(cfg.replace(trainer=UNTRAINED), tmp / "first.json",
+                                  monkeypatch)
+        first = emulator.run(spec, root)
+        first_versions = versions(cfg)
+        moved, _ = compile_spec(cfg.replace(trainer=UNTRAINED, data={
+            "train_classes": [1, 8], "eval_classes": [9, 16]}), tmp / "moved.json", monkeypatch)
+        second = emulator.run(moved, root)
+    finally:
+        monkeypatch.undo()
+    yield dict(cfg=cfg, emulator=emulator, runs=(first, second), first_versions=first_versions)
+    emulator.close()
+
+
+def test_the_pushed_model_carries_the_classes_it_was_trained_and_validated_on(kfp_split_change):
+    from components.cars196.tfds_source import CLASS_NAMES
+    from components.recall_evaluator import production
+
+    [v1] = kfp_split_change["first_versions"]
+    cfg = kfp_split_change["cfg"]
+    served = Path(cfg.pipeline.serving_dir) / cfg.serving.model_name / str(v1)
+    assert production.seen_classes(str(served)) == set(CLASS_NAMES[:10])  # classes 1-10
+    first = metrics(kfp_split_change["emulator"], kfp_split_change["runs"][0])
+    assert first["blessed"] and "baseline_seen_eval_classes" not in first
+
+
+def test_after_a_split_change_the_verdict_names_the_overlap_and_compares_on_unseen_classes(
+        kfp_split_change):
+    from components.cars196.tfds_source import CLASS_NAMES
+
+    emulator, (_, second) = kfp_split_change["emulator"], kfp_split_change["runs"]
+    assert second.state("RetrievalExampleGen") == "COMPLETE"  # the new split was ingested
+    result = metrics(emulator, second)
+    assert result["production_version"] == kfp_split_change["first_versions"][0]
+    assert result["baseline_seen_eval_classes"] == sorted(CLASS_NAMES[8:10])  # classes 9, 10
+    overlap = result["class_overlap"]
+    assert (overlap["num_eval_classes"], overlap["num_unseen_eval_classes"]) == (8, 6)
+    assert overlap["comparison"] == "eval classes neither model has seen"
+    assert result["comparison"]["classes"] == sorted(CLASS_NAMES[10:16])
+    assert "production has seen 2 of the 8 eval classes" in result["reason"]
 
 
 # ------------------------------------------------------------------ the harness refuses main's spec

@@ -200,3 +200,34 @@ def test_data_grid_is_widened_for_its_title():
         title, RP.font(RP.LEGEND_FONT_SIZE)))["size"]
     pixels = np.asarray(grid)
     assert _ink(pixels[:grid_layout(2, 16)["tiles"][0][1], tiles_width:]) > 20  # title text
+
+
+def test_ranking_tiles_are_padded_with_the_models_pad_value(tmp_path):
+    """The thumbnails are padded to square as the model saw them (transform.pad_value, read
+    from the model's contract), not black."""
+    import json
+    pad = (124, 116, 104)
+    model = tmp_path / "model"
+    (model / "assets.extra").mkdir(parents=True)
+    (model / "assets.extra" / "contract.json").write_text(json.dumps({"pad_value": list(pad)}))
+    assert RP.model_pad_value(str(model)) == pad
+    assert RP.model_pad_value(str(tmp_path / "no_contract")) == (0, 0, 0)
+
+    labels = np.repeat(np.arange(2), 3)
+    images = [_encoded((200, 60, 60) if label else (60, 60, 200), (40, 20)) for label in labels]
+    embeddings = np.eye(2, dtype=np.float32)[labels] + 0.01 * np.arange(6)[:, None]
+    png, _ = RP.write_rankings(str(tmp_path / "out"), embeddings, labels, images,
+                               [f"i{n}" for n in range(6)], queries=2, k=3,
+                               pad_value=RP.model_pad_value(str(model)))
+    with Image.open(png) as im:
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    plan = RP.layout(2, 3, 128)
+    for row in plan.cells:
+        for left, top, *_ in row:
+            inner_left, inner_top = left + RP.FRAME, top + RP.FRAME
+            # A 40x20 image padded to 40x40: the top and bottom quarters are padding.
+            border = pixels[inner_top + 4, inner_left + 64]
+            bottom = pixels[inner_top + 123, inner_left + 64]
+            centre = pixels[inner_top + 64, inner_left + 64]
+            assert np.abs(border - pad).max() <= 3 and np.abs(bottom - pad).max() <= 3, border
+            assert np.abs(centre - pad).max() > 40  # the image itself

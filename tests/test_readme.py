@@ -66,3 +66,22 @@ def test_the_tfx_cli_block_runs_as_written_after_make_demo(tmp_path):
     summary = [line for line in output.splitlines() if line.startswith("pipeline cgd-demo: ")]
     assert len(summary) == 1 and "serving version" in summary[0], summary
     assert (repo / "out" / "demo" / "serving" / "cgd").is_dir()
+    # `tfx run create` shows the digest `cgd pipeline run` shows (the components' states, our
+    # progress lines, the summary), not the DSL file's absl INFO log (2,000+ lines of
+    # "Running launcher for node_info {" protobuf dumps); that log goes to the log file.
+    lines = [line for line in output.splitlines() if line.strip()]
+    log_path = repo / "out" / "demo" / "logs" / "cgd-demo.log"
+    assert not [line for line in lines if "INFO:absl:" in line or "node_info" in line], \
+        "\n".join(lines[:40])
+    assert len(lines) <= 80, f"{len(lines)} lines:\n" + "\n".join(lines[:40])
+    assert f"==> pipeline cgd-demo (local orchestrator); full log: {log_path}" in lines, lines
+    shown = [line.strip() for line in lines]
+    for component in ("RetrievalExampleGen", "Transform", "Trainer", "RecallEvaluator",
+                      "Pusher"):
+        assert f"Component {component}: running" in shown, lines
+        assert f"Component {component}: finished" in shown, lines
+    assert any(re.fullmatch(r"epoch 1/\d+: loss .*", line) for line in shown), lines
+    assert lines[-1] == summary[0], lines[-5:]
+    full_log = log_path.read_text()
+    assert "Running launcher for node_info" in full_log
+    assert "Component Pusher is finished." in full_log

@@ -739,6 +739,51 @@ def test_cgd_serve_command_starts_answers_and_stops(models, tmp_path):
         proc.stderr.close()
 
 
+def test_cgd_serve_logs_a_rejected_jpeg_once_without_libjpegs_bare_lines(models, images):
+    """libjpeg prints its errors straight to fd 2 ("Improper call to JPEG library in state
+    201"); `cgd serve` drops those and logs one timestamped line per rejected request."""
+    cmd = [sys.executable, "-c", CGD_MAIN, "serve", "--model-base-path", str(models["base"]),
+           "--model-name", MODEL, "--port", "0", "--rest-port", "0"]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines, rest_port = [], None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "serve: ready" not in "".join(lines[-1:]):
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"REST http://127\.0\.0\.1:(\d+)", line)
+            rest_port = int(m.group(1)) if m else rest_port
+        assert rest_port, "".join(lines)
+        server = type("Rest", (), {"rest_port": rest_port})
+        truncated = images[0][:200]  # a JPEG header cut short: libjpeg's "state 201"
+        assert truncated.startswith(b"\xff\xd8")
+        for _ in range(2):
+            status, body = rest(server, "POST", f"/v1/models/{MODEL}:predict",
+                                {"instances": [{"b64": base64.b64encode(images[1]).decode()},
+                                               {"b64": base64.b64encode(truncated).decode()}]})
+            assert status == 400 and "row 1 (200 bytes)" in body["error"], body
+        good = {"instances": [{"b64": base64.b64encode(images[0]).decode()}]}
+        assert rest(server, "POST", f"/v1/models/{MODEL}:predict", good)[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        lines += proc.stderr.readlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    log = "".join(lines)
+    assert "JPEG library" not in log and "Corrupt JPEG" not in log, log
+    rejected = [l for l in lines if "rejected a request" in l]
+    assert len(rejected) == 2, log  # one per rejected request
+    assert all(re.match(r"\d\d:\d\d:\d\d WARNING cgd.serving: rejected a request: input "
+                        r"'images' row 1 \(200 bytes\) is not a decodable JPEG/PNG image$",
+                        l.rstrip("\n")) for l in rejected), rejected
+
+
 def test_serve_command_rejects_bad_paths(models, tmp_path, capsys):
     from pipeline.cli import main
     assert main(["serve", "--model-base-path", str(tmp_path / "nope")]) == 1
@@ -837,7 +882,7 @@ def test_deploy_k8s_and_docker():
 # Which serving modules each serving module may import (serving/__init__.py draws the picture).
 SERVING_IMPORTS = {
     "__init__": set(), "errors": set(), "batching": set(), "deploy_config": set(),
-    "standin": set(), "client": set(),
+    "standin": set(), "client": set(), "stderr_filter": set(),
     "model_repository": {"errors"},
     "dataplane": {"errors", "model_repository", "batching"},
     "metrics": {"errors"},
@@ -846,7 +891,7 @@ SERVING_IMPORTS = {
     "rest_api": {"errors", "dataplane", "model_repository", "metrics", "rest_codec"},
     "model_server": {"batching", "dataplane", "grpc_api", "metrics", "model_repository", "rest_api"},
     "index": {"client"},
-    "commands": {"client", "index", "model_server", "deploy_config"},
+    "commands": {"client", "index", "model_server", "deploy_config", "stderr_filter"},
 }
 # Of our other packages, serving may import core and the evaluator's pure-NumPy metrics.
 OTHER_PACKAGES = ("core", "components", "pipeline", "trainer", "kubeflow")
@@ -919,14 +964,68 @@ def test_an_undecodable_image_is_named_by_row_without_graph_internals(server, im
         assert internal not in details and internal not in body["error"]
 
 
-def test_cgd_embed_names_the_file_the_server_cannot_decode(server, images, tmp_path, capsys):
+def test_cgd_embed_skips_and_names_an_undecodable_file_strict_fails(server, images, direct,
+                                                                    tmp_path, capsys, caplog):
+    """As `cgd index build`: the good files are embedded, the bad one named (once), and
+    --strict fails naming it instead."""
     from pipeline.cli import main
+    caplog.set_level("INFO", logger="cgd")
     paths = []
     for name, data in (("good.jpg", images[0]), ("notimage.jpg", b"text"),
                        ("good2.jpg", images[1])):
         (tmp_path / name).write_bytes(data)
         paths.append(str(tmp_path / name))
-    assert main(["embed", "--server", server.grpc_target, "--model-name", MODEL, *paths]) == 1
+    common = ["embed", "--server", server.grpc_target, "--model-name", MODEL]
+    assert main(common + paths) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == [paths[0], paths[2]]
+    np.testing.assert_allclose(np.asarray(list(out.values()), np.float32),
+                               direct(1, [images[0], images[1]]), atol=1e-6)
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
+    assert len(skips) == 1 and paths[1] in skips[0] and "not a decodable JPEG/PNG image" in skips[0]
+    assert "embed: 2 of 3 images" in caplog.text and f"not in the output: {paths[1]}" in caplog.text
+    assert main(common + ["--output", str(tmp_path / "e.npy")] + paths) == 0
+    assert np.load(tmp_path / "e.npy").shape == (2, DIM)
+
+    assert main(common + ["--strict", "--output", str(tmp_path / "strict.npy")] + paths) == 1
     [line] = [l for l in capsys.readouterr().err.splitlines() if "error" in l]
-    assert line.startswith("cgd embed: error:") and line.endswith(str(tmp_path / "notimage.jpg"))
+    assert line.startswith(f"cgd embed: error: {paths[1]}: the server rejected the image")
     assert "good.jpg" not in line and "{{node" not in line
+    assert not (tmp_path / "strict.npy").exists()
+
+
+def test_cgd_search_names_a_file_that_is_not_an_index(server, images, tmp_path, capsys):
+    from pipeline.cli import main
+    (tmp_path / "q.jpg").write_bytes(images[0])
+    (tmp_path / "notes.txt").write_text("my gallery notes\n")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    common = ["search", "--server", server.grpc_target, "--model-name", MODEL]
+    for name, extra in (("notes.txt", ""), ("other.npz", ": it has no embeddings, paths")):
+        assert main(common + ["--index", str(tmp_path / name), str(tmp_path / "q.jpg")]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"cgd search: error: {tmp_path / name} is not a gallery index "
+                               f"file (an .npz written by `cgd index build`){extra}"), line
+        assert "pickle" not in line
+
+
+def _readme_block(path: Path, marker: str) -> str:
+    blocks = re.findall(r"```bash\n(.*?)```", path.read_text(), re.S)
+    [block] = [b for b in blocks if marker in b]
+    return block
+
+
+@pytest.mark.parametrize("readme", ["README.md", "serving/deploy/README.md"])
+def test_readme_rest_predict_example_runs_against_the_server(server, images, direct, tmp_path,
+                                                            readme):
+    """The README's REST :predict block, run as written with curl (only the port and the
+    image file differ), answers with the embedding a direct SavedModel call gives."""
+    block = _readme_block(ROOT / readme, ":predict")
+    assert '{"b64": ' in block and "127.0.0.1:8501/v1/models/cgd:predict" in block
+    (tmp_path / "car.jpg").write_bytes(images[0])
+    script = block.replace("127.0.0.1:8501", f"127.0.0.1:{server.rest_port}")
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    reply = json.loads(run.stdout)
+    np.testing.assert_allclose(np.asarray(reply["predictions"], np.float32),
+                               direct(1, images[:1]), atol=1e-6)

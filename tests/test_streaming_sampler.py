@@ -210,7 +210,7 @@ def test_train_streams_a_split_over_the_budget_and_sizes_the_head_from_its_class
 
     ids = np.array([3, 5, 40, 41, 100, 2000])
     train = write_split(tmp_path / "train", np.repeat(ids, 80), size=32)  # 1.4 MiB
-    valid = write_split(tmp_path / "valid", np.repeat([7, 8, 9], 4), size=32, shards=1)
+    valid = write_split(tmp_path / "valid", np.repeat([7, 8, 9], 7), size=32, shards=1)
     cfg = small_config(tmp_path, tmp_path / "source", trainer={
         "epochs": 1, "steps_per_epoch": 2, "sampler_memory_budget_mb": 1})
     with caplog.at_level(logging.INFO, logger="trainer.sampler"):

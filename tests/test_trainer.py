@@ -116,3 +116,27 @@ def test_model_selection_state_survives_a_restart(data_pipeline, tmp_path):
     for restored, saved in zip(model.get_weights(), first.best_weights):
         np.testing.assert_array_equal(restored, saved)
     assert not os.path.exists(state)  # finished: nothing left to resume
+
+
+def test_export_contract_names_the_classes_trained_and_validated_on(trained, tmp_path):
+    from components.recall_evaluator import production
+    from components.recall_evaluator.embedding import read_class_names
+    from core.names import CONTRACT_CLASSES_KEY, CONTRACT_FILE
+
+    cfg, model, _, _ = trained
+    tft_output = tft.TFTransformOutput(latest_output(cfg, "Transform", "transform_graph"))
+    task.export_model(model, TrainerJob.of(cfg), tft_output, str(tmp_path / "export"),
+                      split_files(cfg, "train"), split_files(cfg, "valid"))
+    # The names as RetrievalExampleGen wrote them on the raw examples of each split
+    # (Transform passes them through to what the Trainer reads).
+    raw = latest_output(cfg, "RetrievalExampleGen", "examples")
+    expected = {s: sorted(set(read_class_names(raw, s))) for s in ("train", "valid", "eval")}
+    assert len(expected["train"]) == 7 and len(expected["valid"]) == 3  # classes 1-7, 8-10
+    with open(tmp_path / "export" / "assets.extra" / CONTRACT_FILE) as f:
+        seen = json.load(f)[CONTRACT_CLASSES_KEY]
+    assert seen["train"] == expected["train"] and seen["valid"] == expected["valid"]
+    assert seen["digest"] == export.seen_classes_entry(expected["train"],
+                                                       expected["valid"])["digest"]
+    known = production.seen_classes(str(tmp_path / "export"))
+    assert known == set(expected["train"]) | set(expected["valid"])
+    assert not known & set(expected["eval"])

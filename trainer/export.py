@@ -10,15 +10,19 @@ the TFT layer, so serving applies exactly the training-time preprocessing;
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 
 import tensorflow as tf
 
 from components.preprocessing import image_ops
-from core.names import (BBOX_KEY, CONTRACT_FILE, EMBEDDING_OUTPUT, IMAGE_KEY, IMAGES_INPUT,
-                        PIXELS_INPUT, PIXELS_SIGNATURE, SERVING_SIGNATURE,
-                        TRANSFORMED_IMAGE_KEY)
+from core.names import (BBOX_KEY, CLASS_NAME_KEY, CONTRACT_CLASSES_KEY, CONTRACT_FILE,
+                        EMBEDDING_OUTPUT, IMAGE_KEY, IMAGES_INPUT, PIXELS_INPUT,
+                        PIXELS_SIGNATURE, SERVING_SIGNATURE, TRANSFORMED_IMAGE_KEY)
+
+_NAMES_BATCH = 1024
 
 
 class EmbeddingExport(tf.Module):
@@ -67,13 +71,49 @@ class EmbeddingExport(tf.Module):
         return self._embed(square)
 
 
+def split_class_names(file_patterns) -> list[str] | None:
+    """The sorted distinct class names of transformed (gzip TFRecord) examples.
+
+    One pass that parses only the name (the images are not decoded). None when the
+    examples carry no class name (a Transform output from before names were passed
+    through): the contract then says nothing about the classes.
+    """
+    patterns = [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
+    files = sorted(f for p in patterns for f in glob.glob(p) or tf.io.gfile.glob(p))
+    if not files:
+        return None
+    first = next(iter(tf.data.TFRecordDataset(files[:1], compression_type="GZIP")), None)
+    if first is None or CLASS_NAME_KEY not in tf.train.Example.FromString(
+            first.numpy()).features.feature:
+        return None
+    spec = {CLASS_NAME_KEY: tf.io.FixedLenFeature([], tf.string)}
+    names: set[str] = set()
+    for batch in (tf.data.TFRecordDataset(files, compression_type="GZIP")
+                  .batch(_NAMES_BATCH)
+                  .map(lambda s: tf.io.parse_example(s, spec)[CLASS_NAME_KEY])
+                  .as_numpy_iterator()):
+        names.update(batch.tolist())
+    return sorted(name.decode("utf-8") for name in names)
+
+
+def seen_classes_entry(train: list[str], valid: list[str]) -> dict:
+    """The contract's ``seen_classes``: the names of the training and validation classes
+    and a sha256 of both lists (equal digests: the same classes seen)."""
+    train, valid = sorted(set(train)), sorted(set(valid))
+    digest = hashlib.sha256(json.dumps([train, valid]).encode("utf-8")).hexdigest()
+    return {"train": train, "valid": valid, "digest": digest}
+
+
 def export_saved_model(embedding_model, tft_output, export_dir: str, image_size: int,
-                       pad_value, input_size: int = 0, crop: str = "none") -> None:
+                       pad_value, input_size: int = 0, crop: str = "none",
+                       seen_classes: dict | None = None) -> None:
     """Write the SavedModel with both signatures to ``export_dir``, and its contract.
 
     ``assets.extra/contract.json`` says how images must look for this model: the
     crop protocol it was trained for (``bbox``: send the car cropped to its box),
-    the stored and input sizes, the pad colour.
+    the stored and input sizes, the pad colour; and, with ``seen_classes``
+    (``seen_classes_entry``), the classes it was trained and validated on, so that
+    the evaluator of a later run can tell which eval classes this model has seen.
     """
     module = EmbeddingExport(embedding_model, tft_output.transform_features_layer(),
                              image_size, pad_value, input_size, crop)
@@ -85,6 +125,8 @@ def export_saved_model(embedding_model, tft_output, export_dir: str, image_size:
                 "input_size": int(input_size) or int(image_size),
                 "pad_value": [int(v) for v in pad_value],
                 "signatures": [SERVING_SIGNATURE, PIXELS_SIGNATURE]}
+    if seen_classes is not None:
+        contract[CONTRACT_CLASSES_KEY] = seen_classes
     tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", CONTRACT_FILE), "w") as f:
         json.dump(contract, f, indent=1, sort_keys=True)

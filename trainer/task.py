@@ -231,6 +231,30 @@ class ValidationRecall(tf_keras.callbacks.Callback):
             tf.io.gfile.rmtree(self.state_dir)  # training finished: nothing to resume
 
 
+def check_selection_split(job: TrainerJob, labels) -> None:
+    """Refuses a held-out 'valid' split that cannot select a model; warns without one.
+
+    With fewer than ``job.min_valid_classes`` classes (one class: every neighbour is a
+    match, every epoch scores Recall@1 1.0) or ``job.min_valid_queries`` queries with a
+    match, "the best epoch" would be noise. Ingestion checks this too; the Trainer checks
+    the split it is given (e.g. by a hand-built pipeline).
+    """
+    if not job.validation_classes:
+        log.warning("no held-out classes (data.validation_classes: 0): model selection and "
+                    "early stopping use the training classes, so they are optimistic")
+        return
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    queries = int(counts[counts >= 2].sum())
+    if classes.size < job.min_valid_classes or queries < job.min_valid_queries:
+        raise ValueError(
+            f"the validation split ('valid', data.validation_classes "
+            f"{job.validation_classes}) has {classes.size} class(es) and {queries} queries "
+            f"with a match; model selection needs at least {job.min_valid_classes} classes "
+            f"(evaluator.min_eval_classes) and {job.min_valid_queries} queries "
+            "(evaluator.min_queries): change data.validation_classes, or set it to 0 to "
+            "select on the training classes")
+
+
 def checkpoint_dir(root: str, job: TrainerJob, train_files) -> str:
     """A stable directory per (trainer job, training data): a rerun after a kill resumes."""
     key = json.dumps({"job": job.to_dict(), "files": sorted(train_files)}, sort_keys=True)
@@ -253,9 +277,11 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
     tf_keras.utils.set_random_seed(t.seed)
     stored = job.transform.image_size
     size = t.input_size or stored  # the model's input: a crop of the stored image
+    # The selection split first: refused before the (larger) training split is read.
+    valid_set = sampler.load_image_set(valid_files, stored)
+    check_selection_split(job, valid_set.labels)
     train_set = sampler.open_training_set(train_files, stored, t.sampler_memory_budget_mb,
                                           cache_dir)
-    valid_set = sampler.load_image_set(valid_files, stored)
     crop = size if size < stored else 0
     selection_dir = backup_dir and backup_dir + "-selection"
     # A resumed run continues the P x K and augmentation streams where it stopped.
@@ -307,11 +333,22 @@ def train(job: TrainerJob, train_files, valid_files, model_run_dir: str,
     return model, validation
 
 
-def export_model(model, job: TrainerJob, tft_output, serving_model_dir: str) -> None:
+def export_model(model, job: TrainerJob, tft_output, serving_model_dir: str,
+                 train_files=None, valid_files=None) -> None:
+    """Export; with the splits' files, the contract names the classes trained and validated on."""
     target = serving_model_dir if is_chief() else tempfile.mkdtemp()
+    seen = None
+    if train_files is not None and valid_files is not None:
+        train_names = export.split_class_names(train_files)
+        valid_names = export.split_class_names(valid_files)
+        if train_names is None or valid_names is None:
+            log.warning("the transformed examples carry no class names: the model's contract "
+                        "cannot say which classes it has seen")
+        else:
+            seen = export.seen_classes_entry(train_names, valid_names)
     export.export_saved_model(embedding_model(model), tft_output, target,
                               job.transform.image_size, job.transform.pad_value,
-                              job.trainer.input_size, job.transform.crop)
+                              job.trainer.input_size, job.transform.crop, seen_classes=seen)
     log.info("exported SavedModel to %s", target)
 
 
@@ -338,5 +375,5 @@ def run_fn(fn_args) -> None:
     model, validation = train(job, fn_args.train_files, fn_args.eval_files,
                               fn_args.model_run_dir, backup)
     export_model(model, job, tft.TFTransformOutput(fn_args.transform_output),
-                 fn_args.serving_model_dir)
+                 fn_args.serving_model_dir, fn_args.train_files, fn_args.eval_files)
     write_validation_summary(validation, fn_args.model_run_dir)

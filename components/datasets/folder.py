@@ -84,8 +84,9 @@ def _relative(path: str, source_dir: str) -> str:
 
 
 def _image_id(path: str, source_dir: str) -> str:
-    """The image's path relative to source_dir, '/'-separated, without extension."""
-    return posixpath.splitext(_relative(path, source_dir))[0]
+    """The image's path relative to source_dir, '/'-separated, extension kept: the file as
+    the user named it (3/truncated.jpg), and x.jpg beside x.png are two ids."""
+    return _relative(path, source_dir)
 
 
 def _csv_path(source_dir: str, labels_csv: str) -> str:
@@ -211,15 +212,6 @@ def list_images(source_dir: str, labels_csv: str | None = None) -> FolderListing
         raise DatasetSourceError(
             f"folder source {where}: no .jpg, .jpeg or .png image in any class folder "
             f"(skipped {len(listing.ignored)} other file(s): {summarize_names(listing.ignored)})")
-    by_id: dict[str, str] = {}
-    for path, image_id, _ in listing.images:
-        # x.jpg and x.png would share an id: ids must be unique, and stable (so not
-        # decided by which of the two happens to be listed first).
-        if image_id in by_id:
-            raise DatasetSourceError(
-                f"folder source {where}: {by_id[image_id]} and {path} would share the image "
-                f"id {image_id!r} (ids drop the extension); rename one of them")
-        by_id[image_id] = path
     listing.images.sort(key=lambda image: image[1])
     return listing
 
@@ -274,8 +266,11 @@ def iter_records(source_dir: str, work_dir: str, labels_csv: str | None = None,
             f"folder source {where}: eval_fraction={eval_fraction} with split_seed={split_seed} "
             f"puts all {len(ids)} classes in {side} and none in {other}; change split_seed "
             f"(or eval_fraction) so both splits get classes")
-    log.info("folder source %s: %d images in %d classes (%d training, %d evaluation; "
-             "eval_fraction=%s, split_seed=%d); skipped %d file(s) that are hidden or not "
+    # Files, not images: none is opened here, so a corrupt one is still counted; Beam
+    # decodes each, and RetrievalExampleGen reports the corrupt ones apart, by id.
+    log.info("folder source %s: %d image files in %d classes (%d training, %d evaluation; "
+             "eval_fraction=%s, split_seed=%d; each is decoded next, corrupt ones are "
+             "counted and named apart); skipped %d file(s) that are hidden or not "
              ".jpg/.jpeg/.png%s%s", where, len(listing.images), len(ids), len(train),
              len(evaluation), eval_fraction, split_seed, len(listing.ignored),
              f" ({summarize_names(listing.ignored, 5)})" if listing.ignored else "",

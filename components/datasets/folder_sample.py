@@ -114,7 +114,7 @@ def make_sample_data(out_dir: str | os.PathLike, num_classes: int = 8, images_pe
             else:
                 rel = f"{name}/img_{j + 1:03d}{extension}"
             files.append((rel, data))
-            labelled.append((os.path.splitext(rel)[0], name))
+            labelled.append((rel, name))  # image ids keep the extension (folder.py)
         if progress:
             progress(index + 1, num_classes)
 
@@ -127,7 +127,7 @@ def make_sample_data(out_dir: str | os.PathLike, num_classes: int = 8, images_pe
         if csv:
             rows.append((rel, name))
         files.append((rel, corrupt_bytes(first_jpeg or b"", k)))
-        corrupt_ids.append(os.path.splitext(rel)[0])
+        corrupt_ids.append(rel)
 
     ignored = []
     if not csv:

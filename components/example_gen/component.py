@@ -21,7 +21,8 @@ class RetrievalExampleGen(FileBasedExampleGen):
     Args:
       source_dir: directory holding the four files, or the parent of span
         directories when ``file_pattern`` contains ``{SPAN}``.
-      split_rule: ``DataConfig.split_rule()``: class ranges, hold-out, corrupt policy.
+      split_rule: ``DataConfig.split_rule(evaluator)``: class ranges, hold-out, corrupt
+        policy, the least a split needs to judge (evaluator.min_eval_classes, min_queries).
       file_pattern: files relative to ``source_dir``; e.g. ``span-{SPAN}/*``.
     """
 

@@ -16,7 +16,8 @@ from PIL import Image
 from components.datasets import archive
 from components.datasets import records as R
 from components.example_gen import example_proto as pb
-from core.names import BBOX_KEY, EVAL_ROLE_KEY, IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY
+from core.names import (BBOX_KEY, CLASS_NAME_KEY, EVAL_ROLE_KEY, IMAGE_ID_KEY, IMAGE_KEY,
+                        LABEL_KEY)
 
 log = logging.getLogger(__name__)
 COUNTER_NAMESPACE = "retrieval_example_gen"
@@ -36,7 +37,7 @@ def to_example(record: dict, image_bytes: bytes, bbox):
     return pb.Example(features=pb.Features(feature={
         IMAGE_KEY: _bytes_feature([image_bytes]),
         LABEL_KEY: pb.Feature(int64_list=pb.Int64List(value=[record[R.CLASS_ID]])),
-        "class_name": _bytes_feature([record[R.CLASS_NAME].encode()]),
+        CLASS_NAME_KEY: _bytes_feature([record[R.CLASS_NAME].encode()]),
         BBOX_KEY: pb.Feature(float_list=pb.FloatList(value=list(bbox))),
         IMAGE_ID_KEY: _bytes_feature([record[R.IMAGE_ID].encode()]),
         "source_split": _bytes_feature([record[R.SOURCE_SPLIT].encode()]),

@@ -32,6 +32,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.datasets import records as R
 from components.datasets.records import DatasetSourceError
 from components.example_gen import examples, local_beam, sources, tfrecords
 
@@ -51,7 +52,11 @@ def split_rule_from_exec_properties(exec_properties: dict[str, Any]) -> dict:
     options = rule["source_options"]
     if "split_seed" in options:
         options["split_seed"] = int(options["split_seed"])
-    rule["validation_classes"] = int(rule["validation_classes"])
+    for key in ("validation_classes", "min_classes", "min_queries"):
+        rule[key] = int(rule[key])
+    for key in ("train_classes", "eval_classes"):
+        if rule.get(key) is not None:
+            rule[key] = [int(v) for v in rule[key]]
     return rule
 
 
@@ -77,14 +82,16 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         rule = split_rule_from_exec_properties(exec_properties)
         dataset = rule["dataset"]
         log.info("RetrievalExampleGen: parsing the %s files in %s", dataset, source_dir)
-        keyed, left_out = sources.assign_splits(
-            sources.iter_records(dataset, source_dir, self._get_tmp_dir(),
-                                 rule["source_options"]), rule)
+        parsed = list(sources.iter_records(dataset, source_dir, self._get_tmp_dir(),
+                                           rule["source_options"]))
+        keyed, left_out = sources.assign_splits(parsed, rule)
         if not keyed:
             where = (f"the configured class ranges {rule['train_classes']} / "
                      f"{rule['eval_classes']}" if rule["train_classes"] else "any split")
             raise DatasetSourceError(
                 f"no annotated image of {source_dir} falls in {where} ({dataset})")
+        # Before any image is read: a split that cannot train or judge stops the run here.
+        sources.check_split_sizes(keyed, rule, {r[R.CLASS_ID] for r in parsed})
         log.info("RetrievalExampleGen: %d annotated images to read (%d outside the configured "
                  "classes, %d single-image classes and %d queries without a gallery image "
                  "skipped), reading and encoding with Beam", len(keyed),

@@ -13,6 +13,10 @@ here, in one place for every dataset:
 A class needs two images to be retrieved: a class with a single image in its split is
 skipped and counted (for In-shop, a query whose item has no gallery image), never silently
 scored as a miss.
+
+A split too small to train or judge on fails the run here, once the files are parsed and
+before any image is read (``check_split_sizes``): an empty or one-class 'eval' or 'valid'
+split would otherwise reach Transform and the Trainer, or bless any model.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Iterable, Iterator
 
 from components.datasets import records as R
 from components.datasets.records import DatasetSourceError
-from core.config import retrieval_split
+from core.config import MIN_TRAIN_CLASSES, retrieval_split
 
 # data.dataset -> the module whose iter_records(source_dir, work_dir, **options) parses it.
 SOURCE_MODULES = {
@@ -61,7 +65,7 @@ def assign_splits(records: Iterable[dict], rule: dict) -> tuple[list[tuple[str, 
                                                               SplitCounts]:
     """(split, record) for every record that is retrieved, and what was left out.
 
-    ``rule`` is ``DataConfig.split_rule()``. Raises DatasetSourceError when the held-out
+    ``rule`` is ``DataConfig.split_rule(evaluator)``. Raises DatasetSourceError when the held-out
     validation classes would leave no training class.
     """
     records = list(records)
@@ -110,3 +114,84 @@ def _retrievable(keyed: list[tuple[str, dict]], outside: int):
             continue
         kept.append((split, record))
     return kept, SplitCounts(outside, len(singles), no_gallery)
+
+
+# The keys that move images between the splits, by how the dataset is split.
+_SPLIT_KEYS = {
+    "class ranges": {"train": "data.train_classes / data.validation_classes",
+                     "valid": "data.validation_classes / data.train_classes",
+                     "eval": "data.eval_classes / data.train_classes"},
+    "folder": {"train": "data.validation_classes / data.eval_fraction",
+               "valid": "data.validation_classes / data.eval_fraction",
+               "eval": "data.eval_fraction (or data.split_seed)"},
+    "protocol": {"train": "data.validation_classes", "valid": "data.validation_classes",
+                 "eval": "the dataset's own test partition (more images)"},
+}
+
+
+def split_sizes(keyed: Iterable[tuple[str, dict]]) -> dict[str, tuple[int, int, int]]:
+    """{split: (images, classes, matchable queries)} of ``assign_splits``' records.
+
+    After ``assign_splits`` every query can be matched (single-image classes and queries
+    without a gallery image are gone), so the matchable queries are the images that are
+    not gallery-only; classes are counted over them.
+    """
+    images = collections.Counter(split for split, _ in keyed)
+    queries = collections.Counter(split for split, r in keyed if r[R.EVAL_ROLE] != "gallery")
+    classes = collections.defaultdict(set)
+    for split, r in keyed:
+        if r[R.EVAL_ROLE] != "gallery":
+            classes[split].add(r[R.CLASS_ID])
+    return {split: (images[split], len(classes[split]), queries[split]) for split in images}
+
+
+def check_split_sizes(keyed: list[tuple[str, dict]], rule: dict,
+                      source_classes: Iterable[int] = ()) -> None:
+    """Raises DatasetSourceError, naming the keys to change and the counts per split, when
+    a split is empty or too small: 'train' below ``MIN_TRAIN_CLASSES`` classes, 'valid'
+    and 'eval' below ``rule["min_classes"]`` classes or ``rule["min_queries"]`` matchable
+    queries (``evaluator.min_eval_classes`` / ``min_queries``: the least that can judge).
+
+    ``source_classes``: the 0-based class ids the source holds, to say which ranges exist.
+    """
+    sizes = split_sizes(keyed)
+    how = ("class ranges" if rule["train_classes"] is not None else
+           "folder" if rule["dataset"] == "folder" else "protocol")
+    problems = []
+    for split in rule["output_splits"]:
+        _, classes, queries = sizes.get(split, (0, 0, 0))
+        if split == "train":
+            if classes < MIN_TRAIN_CLASSES:
+                problems.append(f"'train' has {classes} class(es), fewer than "
+                                f"{MIN_TRAIN_CLASSES} (a ranking loss needs a negative class); "
+                                f"change {_SPLIT_KEYS[how]['train']}")
+        elif classes < rule["min_classes"]:
+            problems.append(f"'{split}' has {classes} class(es), fewer than "
+                            f"evaluator.min_eval_classes {rule['min_classes']}; change "
+                            f"{_SPLIT_KEYS[how][split]}")
+        elif queries < rule["min_queries"]:
+            problems.append(f"'{split}' has {queries} queries with a match, fewer than "
+                            f"evaluator.min_queries {rule['min_queries']}; change "
+                            f"{_SPLIT_KEYS[how][split]} or evaluator.min_queries")
+    if not problems:
+        return
+    counts = ", ".join(f"{split}={sizes.get(split, (0, 0, 0))[0]} images of "
+                       f"{sizes.get(split, (0, 0, 0))[1]} classes"
+                       for split in rule["output_splits"])
+    ids = sorted({int(c) + 1 for c in source_classes})
+    where = ""
+    if how == "class ranges":
+        where = (f" (data.train_classes {rule['train_classes']}, data.eval_classes "
+                 f"{rule['eval_classes']}, data.validation_classes "
+                 f"{rule['validation_classes']}"
+                 + (f"; the source's classes are {ids[0]}-{ids[-1]}, {len(ids)} in all"
+                    if ids else "") + ")")
+    elif how == "folder":
+        where = (f" (data.eval_fraction {rule['source_options'].get('eval_fraction')}, "
+                 f"data.validation_classes {rule['validation_classes']}"
+                 + (f"; the source has {len(ids)} classes" if ids else "") + ")")
+    else:
+        where = f" (data.validation_classes {rule['validation_classes']})"
+    raise DatasetSourceError(
+        f"the {rule['dataset']} split cannot train or judge a model: {'; '.join(problems)}. "
+        f"Splits: {counts}{where}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from components.preprocessing import image_ops
-from core.names import BBOX_KEY, IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from core.names import (BBOX_KEY, CLASS_NAME_KEY, IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY,
+                        TRANSFORMED_IMAGE_KEY)
 
 
 def _flat(tensor: tf.Tensor) -> tf.Tensor:
@@ -32,4 +33,8 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
         outputs[LABEL_KEY] = _flat(inputs[LABEL_KEY])
     if IMAGE_ID_KEY in inputs:
         outputs[IMAGE_ID_KEY] = _flat(inputs[IMAGE_ID_KEY])
+    # The Trainer writes the names of the classes it saw into the model's contract, so
+    # that a later evaluator knows which eval classes production has trained on.
+    if CLASS_NAME_KEY in inputs:
+        outputs[CLASS_NAME_KEY] = _flat(inputs[CLASS_NAME_KEY])
     return outputs

@@ -13,8 +13,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
-from core.names import (EMBEDDING_OUTPUT, EVAL_ROLE_KEY, IMAGE_ID_KEY, IMAGE_KEY, IMAGES_INPUT,
-                        LABEL_KEY, SERVING_SIGNATURE)
+from core.names import (CLASS_NAME_KEY, EMBEDDING_OUTPUT, EVAL_ROLE_KEY, IMAGE_ID_KEY,
+                        IMAGE_KEY, IMAGES_INPUT, LABEL_KEY, SERVING_SIGNATURE)
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64
@@ -45,6 +45,21 @@ def read_eval_images(examples_uri: str, split: str) -> EvalImages:
         roles.append(role[0].decode())
     return EvalImages(images, np.asarray(labels, np.int64), ids,
                       np.asarray(roles) if any(roles) else None)
+
+
+def read_class_names(examples_uri: str, split: str) -> Optional[list[str]]:
+    """The class name of every image of one split, in ``read_eval_images``' order.
+
+    None when the examples carry no class names (examples written by hand in tests).
+    """
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    names = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+        feature = tf.train.Example.FromString(record).features.feature
+        if CLASS_NAME_KEY not in feature:
+            return None
+        names.append(feature[CLASS_NAME_KEY].bytes_list.value[0].decode("utf-8"))
+    return names
 
 
 def embed_with_signature(model_dir: str, images: list[bytes]) -> np.ndarray:

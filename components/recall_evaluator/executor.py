@@ -12,8 +12,8 @@ from tfx.components.evaluator import executor as stock_evaluator
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components.recall_evaluator import constants, embedding, production, ranking_picture
-from components.recall_evaluator.verdict import judge
+from components.recall_evaluator import (class_overlap, constants, embedding, production,
+                                         ranking_picture)
 from core.config import EvaluatorConfig
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,12 @@ class Executor(stock_evaluator.Executor):
         embeddings = embedding.embed_with_signature(candidate_dir, images)
         base_embeddings = (embedding.embed_with_signature(baseline.path, images)
                            if baseline is not None else None)
-        result, verdict = judge(ev, labels, embeddings, base_embeddings,
-                                candidate_is_baseline=candidate_is_baseline, roles=roles)
+        # The paired comparison only on eval classes neither model has seen (class_overlap.py).
+        result, verdict = class_overlap.judge_fairly(
+            ev, labels, embedding.read_class_names(examples.uri, split), embeddings,
+            base_embeddings, candidate_is_baseline=candidate_is_baseline, roles=roles,
+            production_seen=production.seen_classes(baseline.path) if baseline else None,
+            candidate_seen=production.seen_classes(candidate_dir))
         result.update(blessed=verdict.blessed, reason=verdict.reason, split=split,
                       candidate_model=model.uri,
                       baseline_model=baseline.path if baseline is not None else None,
@@ -67,7 +71,8 @@ class Executor(stock_evaluator.Executor):
         io_utils.write_string_file(os.path.join(evaluation.uri, "verdict.txt"),
                                    verdict.reason + "\n")
         ranking_picture.write_rankings(evaluation.uri, embeddings, labels, images, ids,
-                                       ev.ranking_queries, split=split, roles=roles)
+                                       ev.ranking_queries, split=split, roles=roles,
+                                       pad_value=ranking_picture.model_pad_value(candidate_dir))
 
         # What the stock Pusher (and LatestBlessedModelStrategy) read.
         blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,

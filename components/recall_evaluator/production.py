@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 
 import tensorflow as tf
+
+from core.names import CONTRACT_CLASSES_KEY, CONTRACT_FILE
 
 SAVED_MODEL_FILE = "saved_model.pb"
 _HASH_CHUNK = 1 << 20
@@ -64,3 +67,27 @@ def newest_served_version(model_base_dir: str) -> ProductionModel | None:
         if tf.io.gfile.exists(os.path.join(path, SAVED_MODEL_FILE)):
             return ProductionModel(version, path, saved_model_fingerprint(path))
     return None
+
+
+def seen_classes(saved_model_dir: str) -> frozenset[str] | None:
+    """The class names a model was trained and validated on, from its contract.
+
+    None when unknown: no ``assets.extra/contract.json``, or a contract written before
+    models carried their classes. Unknown is not "none seen": the evaluator says so.
+    """
+    path = os.path.join(saved_model_dir, "assets.extra", CONTRACT_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            contract = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a JSON contract ({e})") from None
+    seen = contract.get(CONTRACT_CLASSES_KEY)
+    if seen is None:
+        return None
+    if not isinstance(seen, dict) or not all(
+            isinstance(seen.get(key), list) for key in ("train", "valid")):
+        raise ValueError(f"{path}: '{CONTRACT_CLASSES_KEY}' must hold the lists 'train' and "
+                         f"'valid' of class names, got {str(seen)[:120]}")
+    return frozenset(str(name) for key in ("train", "valid") for name in seen[key])

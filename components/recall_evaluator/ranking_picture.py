@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
+import json
 import os
 import urllib.parse
 from typing import List, Mapping, Optional, Sequence, Tuple
@@ -401,13 +402,29 @@ THUMB = 96
 IMAGE_ID_HEADING = "image id (file name in the dataset)"
 
 
-def square_thumbnail(image_bytes: bytes, size: int = THUMB) -> np.ndarray:
-    """An encoded image padded to a centred square (as Transform does) and resized."""
+def square_thumbnail(image_bytes: bytes, size: int = THUMB,
+                     pad_value: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """An encoded image padded to a centred square with ``pad_value`` (as Transform does,
+    with ``transform.pad_value``) and resized."""
     image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
     side = max(image.size)
-    canvas = Image.new("RGB", (side, side))
+    canvas = Image.new("RGB", (side, side), tuple(int(v) for v in pad_value))
     canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
     return np.asarray(canvas.resize((size, size), Image.BILINEAR))
+
+
+def model_pad_value(saved_model_dir: str) -> tuple[int, int, int]:
+    """The pad colour a model was trained with (``pad_value`` in its contract), so that the
+    picture shows images as the model saw them; black for a model without a contract."""
+    import tensorflow as tf
+
+    from core.names import CONTRACT_FILE
+    path = os.path.join(saved_model_dir, "assets.extra", CONTRACT_FILE)
+    if not tf.io.gfile.exists(path):
+        return (0, 0, 0)
+    with tf.io.gfile.GFile(path) as f:
+        pad = json.load(f).get("pad_value", (0, 0, 0))
+    return tuple(int(v) for v in pad)
 
 
 def archive_id_note(split: Optional[str] = None) -> str:
@@ -448,13 +465,15 @@ def _ranked_rows(x: np.ndarray, queries: int, k: int, roles):
 
 
 def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, k: int = 8,
-                   split: Optional[str] = None, roles=None):
+                   split: Optional[str] = None, roles=None,
+                   pad_value: Sequence[int] = (0, 0, 0)):
     """The ranking picture: a row per query, its top-k, matches marked, classes shown.
 
     ``labels`` are the examples' 0-based labels; the PNG and HTML show the
     1-based class id (label + 1). ``split`` only names the queries' split in the
     page. ``roles`` ("query"/"gallery"/"" per image, or None) restricts the rows to
-    queries and their neighbours to the gallery, as the metrics do. Writes
+    queries and their neighbours to the gallery, as the metrics do. ``pad_value``: the
+    colour the images are padded to square with, the model's (``model_pad_value``). Writes
     rankings.png and rankings.html into ``out_dir`` and returns their paths.
     """
     index, distance, chosen = _ranked_rows(np.asarray(embeddings), queries, k, roles)
@@ -463,8 +482,9 @@ def write_rankings(out_dir: str, embeddings, labels, images, ids, queries: int, 
     if roles is not None:
         what += ", searched in its gallery"
     return render_rankings(
-        query_images=[square_thumbnail(images[q]) for q in chosen],
-        neighbour_images=[[square_thumbnail(images[j]) for j in row] for row in index],
+        query_images=[square_thumbnail(images[q], pad_value=pad_value) for q in chosen],
+        neighbour_images=[[square_thumbnail(images[j], pad_value=pad_value) for j in row]
+                          for row in index],
         matches=[[bool(labels[j] == labels[q]) for j in row] for q, row in zip(chosen, index)],
         out_png=os.path.join(out_dir, "rankings.png"),
         out_html=os.path.join(out_dir, "rankings.html"),
