@@ -358,6 +358,8 @@ def test_on_gcs_the_spec_and_entrypoint_before_the_fix_fail_at_the_second_step(t
     cfg = small_config(tmp_path, source, data={"file_pattern": "span-{SPAN}/*",
                                                 "train_classes": [1, 2], "eval_classes": [3, 4],
                                                 "validation_classes": 0},
+                       # 4 eval queries: ingestion would refuse them at the default minimum.
+                       evaluator={"min_queries": 4},
                        # --no_auth: Beam's gcsio would retry Application Default Credentials.
                        kubeflow=dict(KUBEFLOW, pipeline_root=GCS_ROOT,
                                      beam_args=["--direct_num_workers=1", "--no_auth"]))

@@ -210,7 +210,9 @@ def test_tfx_run_create_takes_the_lock_and_tfx_pipeline_create_does_not(config, 
     finally:
         stop(holder)
     assert refused.returncode != 0
-    [line] = [l for l in refused.stderr.splitlines() if l.startswith("error:")]
+    # The tfx CLI's output goes through the digest (pipeline/tfx_cli.py), onto stdout.
+    [line] = [l for l in (refused.stdout + refused.stderr).splitlines()
+              if l.startswith("error:")]
     assert line.startswith(f"error: pipeline cgd-lock is already running: pid {holder.pid} ")
     assert component_dirs(cfg) == []
 

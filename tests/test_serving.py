@@ -895,7 +895,7 @@ SERVING_IMPORTS = {
 }
 # Of our other packages, serving may import core and the evaluator's pure-NumPy metrics.
 OTHER_PACKAGES = ("core", "components", "pipeline", "trainer", "kubeflow")
-ALLOWED_OTHER = ("core", "core.names", "core.config", "core.errors",
+ALLOWED_OTHER = ("core", "core.names", "core.config", "core.errors", "core.stderr_filter",
                  "components.recall_evaluator.metrics")
 
 
