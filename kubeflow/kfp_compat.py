@@ -75,8 +75,8 @@ def _set_inputs_spec_arg(args: list, inputs_definitions: dict) -> None:
     args[at] = json.dumps(inputs_definitions, indent=2, sort_keys=True)
 
 
-def make_runnable(job: dict, example_gen_id: str, evaluator_id: str,
-                  uses_version: bool = False, artifact_access: str = "launcher_copies") -> dict:
+def make_runnable(job: dict, example_gen_id: str, evaluator_id: str, artifact_access: str,
+                  uses_version: bool = False) -> dict:
     """A copy of the compiled ``PipelineJob`` that runs on KFP 2.x and Vertex AI.
 
     ``example_gen_id``: the file-based ExampleGen whose driver hook becomes a

@@ -71,6 +71,14 @@ _OUR_MESSAGES = re.compile(
     r"skipping corrupt image |(RetrievalExampleGen|RecallEvaluator): )")
 
 
+def _logged(lines, log_file, output: list[str]):
+    """``lines`` as they come, each also appended to ``log_file`` and to ``output``."""
+    for line in lines:
+        log_file.write(line)
+        output.append(line)
+        yield line
+
+
 def parse_line(line: str) -> Record:
     """A line of output as (level, logger, message), its log prefix removed."""
     text = line.rstrip()
@@ -270,12 +278,6 @@ def digest_tfx_run(lines: Iterable[str], log_file, out, pipeline_name: str,
         out.write(text + "\n")
         out.flush()
 
-    def logged(source):
-        for line in source:
-            log_file.write(line)
-            output.append(line)
-            yield line
-
     def run_lines(source):
         for line in source:  # the summary and our errors as they are, the rest digested
             text = line.rstrip("\n")
@@ -288,7 +290,7 @@ def digest_tfx_run(lines: Iterable[str], log_file, out, pipeline_name: str,
             else:
                 yield line
 
-    source = logged(lines)
+    source = _logged(lines, log_file, output)
     started = False
     for line in source:
         show(line.rstrip("\n"))
@@ -368,17 +370,11 @@ def run_shown(command: list[str], env: dict, log_path: str, label: str,
         log_file.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
         log_file.flush()
 
-        def logged(lines):
-            for line in lines:
-                log_file.write(line)
-                output.append(line)
-                yield line
-
         proc = subprocess.Popen(command, env=dict(env, **{SHOWN_ENV: "1"}),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1,
                                 pass_fds=pass_fds)  # e.g. the run lock (pipeline/run_lock.py)
-        for line in progress_lines(logged(proc.stdout)):
+        for line in progress_lines(_logged(proc.stdout, log_file, output)):
             print(INDENT + line, flush=True)
         if proc.wait() != 0:
             log_file.flush()

@@ -66,12 +66,13 @@ import re
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2 as pb
+
+from tests.json_http import JsonApiHandler
 
 # gRPC codes KFP uses here, and grpc-gateway's HTTP status for each.
 UNKNOWN, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNIMPLEMENTED, INTERNAL = 2, 3, 5, 6, 12, 13
@@ -688,35 +689,15 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonApiHandler):
     """Turns HTTP requests into KfpApiServer.handle calls; replies JSON like grpc-gateway."""
 
-    def do_GET(self) -> None:
-        self._reply("GET")
+    def refuse_body(self, error):  # grpc-gateway refuses undecodable bodies likewise
+        return 400, KfpError(INVALID_ARGUMENT, [str(error)], str(error)).status()
 
-    def do_POST(self) -> None:
-        self._reply("POST")
-
-    def _reply(self, method: str) -> None:
-        url = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-        try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                              or b"{}")
-        except ValueError as error:  # grpc-gateway refuses undecodable bodies likewise
-            status, reply = 400, KfpError(INVALID_ARGUMENT, [str(error)], str(error)).status()
-        else:
-            headers: dict[str, list[str]] = {}
-            for name, value in self.headers.items():  # repeated headers stay separate
-                headers.setdefault(name.lower(), []).append(value)
-            status, reply = self.server.api.handle(  # type: ignore[attr-defined]
-                method, url.path, query, body, headers)
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        pass
+    def call(self, method, path, query, body):
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():  # repeated headers stay separate
+            headers.setdefault(name.lower(), []).append(value)
+        return self.server.api.handle(  # type: ignore[attr-defined]
+            method, path, query, body, headers)

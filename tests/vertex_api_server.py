@@ -28,18 +28,18 @@ Resource Manager, is not Vertex's API: tests/test_vertex.py replaces it.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import threading
 import time
 import zoneinfo
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
 from google.cloud.aiplatform_v1.types import AcceleratorType
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2 as pb
+
+from tests.json_http import JsonApiHandler
 
 Json = dict[str, Any]
 # google.rpc.Code names and the HTTP status Google's front end gives each.
@@ -227,31 +227,9 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonApiHandler):
     """HTTP to VertexApiServer.handle, JSON replies as Google's front end gives them."""
+    content_type = "application/json; charset=UTF-8"
 
-    def do_GET(self) -> None:
-        self._reply("GET")
-
-    def do_POST(self) -> None:
-        self._reply("POST")
-
-    def _reply(self, method: str) -> None:
-        url = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-        try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                              or b"{}")
-        except ValueError as error:
-            status, reply = 400, invalid(f"Invalid JSON payload received. {error}").body()
-        else:
-            status, reply = self.server.api.handle(method, url.path, query, body)  # type: ignore
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        pass
+    def refuse_body(self, error):
+        return 400, invalid(f"Invalid JSON payload received. {error}").body()
