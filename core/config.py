@@ -266,6 +266,28 @@ class TransformConfig:
                 f"{self.crop_margin}")
 
 
+def _parse_loss(value: Any, dotted: str, source: str) -> dict:
+    """``trainer.loss``: a mapping ``{name: <loss>, <option>: <value>, ...}``, or just the
+    name (all options at their defaults). Option values are scalars; which options a loss
+    takes is the loss's to say (trainer.losses.bind_loss)."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: '{dotted}' must be a mapping {{name: <loss>, "
+                          f"<option>: <value>, ...}} or a loss name, got "
+                          f"{type(value).__name__} {value!r}")
+    if value.get("name") not in LOSSES:
+        raise ConfigError(f"{source}: '{dotted}.name' must be one of {list(LOSSES)}, got "
+                          f"{value.get('name')!r}")
+    for key, option in value.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"{source}: '{dotted}.{key}' is not an option name")
+        if key != "name" and (option is None or not isinstance(option, (bool, int, float, str))):
+            raise ConfigError(f"{source}: '{dotted}.{key}' must be a number, a string or a "
+                              f"boolean, got {type(option).__name__} {option!r}")
+    return dict(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
     model: str
@@ -285,12 +307,12 @@ class TrainerConfig:
     classification_loss_weight: float
     temperature: float
     label_smoothing: float
-    loss: str
-    margin: Optional[float]
-    npairs_temperature: float
-    hap2s_sigma: float
-    hap2s_alpha: float
-    angular_degrees: float
+    # {"name": <core.names.LOSSES entry>, <option>: <value>, ...}: the ranking loss and the
+    # options it is given. The options are the loss's (trainer/losses.py: its function's
+    # keyword parameters); core cannot import the trainer, so here only the shape and the
+    # name are checked, and trainer.losses.bind_loss checks the options (pipeline
+    # construction calls it, so a wrong option fails before any component runs).
+    loss: dict = dataclasses.field(metadata={"parse": _parse_loss})
     classes_per_batch: int
     images_per_class: int
     optimizer: str
@@ -314,7 +336,6 @@ class TrainerConfig:
             "model": ("cgd", "reference"),
             "backbone": ("resnet50", "small"),
             "backbone_weights": ("none", "imagenet", "checkpoint"),
-            "loss": LOSSES,
             "optimizer": ("adam", "sgd"),
             "lr_schedule": ("constant", "cosine", "step"),
             "model_selection": ("best", "last"),
@@ -334,15 +355,12 @@ class TrainerConfig:
             err("sampler_memory_budget_mb", f"must be >= 1, got {self.sampler_memory_budget_mb}")
         if self.backbone_weights == "checkpoint" and not self.checkpoint_path:
             err("checkpoint_path", "must be set when backbone_weights is 'checkpoint'")
-        positive = ("gem_p", "temperature", "hap2s_sigma", "hap2s_alpha", "learning_rate",
-                    "angular_degrees", "npairs_temperature")
+        positive = ("gem_p", "temperature", "learning_rate")
         for key in positive:
             if not getattr(self, key) > 0:
                 err(key, f"must be > 0, got {getattr(self, key)}")
         if not 0 <= self.label_smoothing < 1:
             err("label_smoothing", "must be in [0, 1)")
-        if self.margin is not None and self.margin < 0:
-            err("margin", "must be >= 0 (or null for the loss's own default)")
         if self.classification_loss_weight < 0:
             err("classification_loss_weight", "must be >= 0")
         if not 0 <= self.class_hue_rotation <= 0.5:
@@ -368,6 +386,23 @@ class TrainerConfig:
     @property
     def batch_size(self) -> int:
         return self.classes_per_batch * self.images_per_class
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss["name"]
+
+
+# The flat per-loss keys of the old trainer section, now options of the loss itself.
+_MOVED_LOSS_KEYS = {
+    "trainer.margin": "margin",
+    "trainer.hap2s_sigma": "sigma",
+    "trainer.hap2s_alpha": "alpha",
+    "trainer.npairs_temperature": "temperature",
+    "trainer.angular_degrees": "degrees",
+}
+# Mappings that replace the default as a whole instead of being merged key by key: a loss's
+# options belong to that loss, so a file choosing another loss must not inherit them.
+_REPLACED_WHOLE = {"trainer.loss"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -638,9 +673,16 @@ def _merge(base: dict, update: Mapping, prefix: str, source: str) -> dict:
     out = dict(base)
     for key, value in update.items():
         dotted = f"{prefix}{key}"
+        if dotted in _MOVED_LOSS_KEYS:
+            raise ConfigError(
+                f"{source}: '{dotted}' is gone: a loss owns its options; use trainer.loss: "
+                f"{{name: ..., {_MOVED_LOSS_KEYS[dotted]}: {value!r}}} (the options each "
+                "loss takes are its function's keyword parameters, trainer/losses.py)")
         if key not in base:
             raise _unknown_key(key, base, prefix, source)
-        if isinstance(base[key], dict):
+        if dotted in _REPLACED_WHOLE:
+            out[key] = value
+        elif isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: '{dotted}' must be a mapping")
             out[key] = _merge(base[key], value, dotted + ".", source)
@@ -696,7 +738,9 @@ def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
             dotted = f"{section}.{field.name}"
             if field.name not in values:
                 raise ConfigError(f"{source}: missing key '{dotted}'")
-            value = _coerce(values[field.name], field_hints[field.name], dotted, source)
+            parse = field.metadata.get("parse")
+            value = (parse(values[field.name], dotted, source) if parse
+                     else _coerce(values[field.name], field_hints[field.name], dotted, source))
             if field.metadata.get("path") and value and "://" not in value:
                 # Local paths become absolute; URLs (gs://, s3://, hdfs://) stay as they are.
                 value = os.path.expanduser(value)

@@ -23,6 +23,7 @@ from components.preprocessing import transform_executor
 from components.recall_evaluator.component import RecallEvaluator
 from core import names
 from core.config import Config, TrainerJob
+from trainer import losses
 
 PREPROCESSING_FN = "components.preprocessing.tft_module.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
@@ -90,6 +91,10 @@ def create_components(cfg: Config, root: str | None = None,
     # Model selection uses the held-out 'valid' classes; without a hold-out, the
     # training split itself (documented: selection is then optimistic).
     selection_split = "valid" if cfg.data.validation_classes else "train"
+    # The loss's options are the loss's to check (core cannot import the trainer): checked
+    # here, so that an option the loss does not take fails, naming trainer.loss.<option>,
+    # when the pipeline is built rather than when training starts.
+    losses.bind_loss(cfg.trainer.loss)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],

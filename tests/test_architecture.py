@@ -112,6 +112,11 @@ def test_settings_a_component_does_not_read_leave_its_cache_key_alone(tmp_path, 
     ({"evaluator": {"min_queries": 30}}, ["RecallEvaluator", "Trainer", "RetrievalExampleGen"],
      ["Transform"]),
     ({"transform": {"image_size": 48}}, ["Trainer", "Transform"], ["RecallEvaluator"]),
+    # A loss option is the Trainer's alone, and moves its cache key like any other setting.
+    ({"trainer": {"loss": {"name": "batch_hard", "margin": 0.3}}}, ["Trainer"],
+     ["RecallEvaluator", "Transform"]),
+    ({"trainer": {"loss": {"name": "hap2s_exp", "sigma": 0.25}}}, ["Trainer"],
+     ["RecallEvaluator", "Transform"]),
 ])
 def test_settings_a_component_reads_change_its_cache_key(tmp_path, change, changed, unchanged):
     cfg = small_config(tmp_path, tmp_path / "cars196")
@@ -120,3 +125,16 @@ def test_settings_a_component_reads_change_its_cache_key(tmp_path, change, chang
         assert node_parameters(cfg, node_id) != node_parameters(edited, node_id), node_id
     for node_id in unchanged:
         assert node_parameters(cfg, node_id) == node_parameters(edited, node_id), node_id
+
+
+def test_a_loss_option_the_loss_does_not_take_fails_when_the_pipeline_is_built(tmp_path):
+    """core cannot import the trainer, so the loss checks its options when the pipeline
+    is built (every runner builds it) rather than when training starts."""
+    from core.errors import ConfigError
+    from pipeline.definition import create_pipeline
+
+    cfg = small_config(tmp_path, tmp_path / "cars196")
+    bad = cfg.replace(trainer={"loss": {"name": "batch_hard", "sigma": 0.5}})
+    with pytest.raises(ConfigError, match=r"'trainer\.loss\.sigma' is not an option of loss "
+                                          r"'batch_hard'"):
+        create_pipeline(bad)

@@ -15,7 +15,7 @@ def test_defaults_are_the_cgd_recipe():
     assert t.freeze_batchnorm and not t.freeze_batchnorm_affine  # statistics only
     assert (t.classes_per_batch, t.images_per_class) == (32, 4)
     assert t.learning_rate == pytest.approx(1e-4) and t.lr_schedule == "step"
-    assert t.epochs == 20 and t.margin is None  # batch_hard's own default, 0.1
+    assert t.epochs == 20 and t.loss == {"name": "batch_hard"}  # margin: the loss's own 0.1
     assert (cfg.transform.image_size, t.input_size) == (252, 224)
     assert cfg.transform.pad_value == [124, 116, 104] and cfg.transform.crop == "none"
     assert cfg.data.train_range == [1, 98] and cfg.data.eval_range == [99, 196]
@@ -28,7 +28,7 @@ def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
     assert cfg.pipeline.root == str((DEMO_FILE.parent / "../out/demo/pipelines").resolve())
     assert cfg.trainer.learning_rate == pytest.approx(3e-3)  # the demo's
     assert cfg.trainer.class_hue_rotation == 0.5 and cfg.trainer.model_selection == "last"
-    assert cfg.trainer.loss == "batch_hard"  # untouched keys keep the defaults
+    assert cfg.trainer.loss == {"name": "batch_hard"}  # untouched keys keep the defaults
 
 
 @pytest.mark.parametrize("yaml_text, key", [
@@ -41,13 +41,16 @@ def test_demo_config_overrides_and_resolves_paths_relative_to_the_file():
     ("trainer:\n  descriptors: SGX\n", "trainer.descriptors"),
     ("trainer:\n  embedding_dim: 100\n  descriptors: SMG\n", "trainer.embedding_dim"),
     ("trainer:\n  images_per_class: 1\n", "trainer.images_per_class"),
-    ("trainer:\n  loss: triplet\n", "trainer.loss"),
+    ("trainer:\n  loss: triplet\n", "trainer.loss.name"),
+    ("trainer:\n  loss: {margin: 0.1}\n", "trainer.loss.name"),
+    ("trainer:\n  loss: 3\n", "trainer.loss"),
     ("data:\n  eval_classes: [90, 196]\n", "data.eval_classes"),
     ("data:\n  validation_classes: 98\n", "data.validation_classes"),
     ("data:\n  on_corrupt_image: ignore\n", "data.on_corrupt_image"),
     ("evaluator:\n  recall_ks: [0, 1]\n", "evaluator.recall_ks"),
-    ("trainer:\n  margin: -0.1\n", "trainer.margin"),
-    ("trainer:\n  margin: wide\n", "trainer.margin"),
+    ("trainer:\n  loss: {name: batch_hard, margin: [0.1]}\n", "trainer.loss.margin"),
+    ("trainer:\n  loss: {name: batch_hard, margin: null}\n", "trainer.loss.margin"),
+    ("trainer:\n  margin: 0.1\n", "trainer.margin"),
     ("trainer:\n  backbone: small\n", "trainer.backbone_weights"),
     ("trainer:\n  input_size: 300\n", "trainer.input_size"),
     ("transform:\n  crop: box\n", "transform.crop"),
@@ -63,6 +66,40 @@ def test_errors_name_the_key_and_file(tmp_path, yaml_text, key):
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert f"'{key}'" in str(e.value) and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("old_key, option", [
+    ("margin", "margin"), ("hap2s_sigma", "sigma"), ("hap2s_alpha", "alpha"),
+    ("npairs_temperature", "temperature"), ("angular_degrees", "degrees"),
+])
+def test_the_old_flat_loss_keys_name_the_new_form(tmp_path, old_key, option):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"trainer:\n  loss: hap2s_exp\n  {old_key}: 0.25\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+    assert f"'trainer.{old_key}' is gone" in str(e.value)
+    assert f"use trainer.loss: {{name: ..., {option}: 0.25}}" in str(e.value)
+
+
+def test_a_loss_mapping_replaces_the_default_whole(tmp_path):
+    """A loss's options belong to it: choosing another loss keeps none of the last one's."""
+    path = tmp_path / "hap2s.yaml"
+    path.write_text("trainer:\n  loss: {name: hap2s_exp, margin: 0.2, sigma: 0.3}\n")
+    cfg = load_config(path)
+    assert cfg.trainer.loss == {"name": "hap2s_exp", "margin": 0.2, "sigma": 0.3}
+    assert cfg.trainer.loss_name == "hap2s_exp"
+    assert load_config(path, {"trainer": {"loss": {"name": "npairs"}}}).trainer.loss == {
+        "name": "npairs"}
+    assert cfg.replace(trainer={"loss": "angular"}).trainer.loss == {"name": "angular"}
+
+
+def test_the_loss_survives_the_trainer_job_round_trip():
+    from core.config import TrainerJob
+
+    cfg = load_config(overrides={"trainer": {"loss": {"name": "hap2s_poly", "alpha": 7}}})
+    job = TrainerJob.from_dict(TrainerJob.of(cfg).to_dict())
+    assert job.trainer.loss == {"name": "hap2s_poly", "alpha": 7}
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

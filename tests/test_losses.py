@@ -8,9 +8,7 @@ averaging); ``_reduce`` takes the mean over the others (0.0 if none), which is t
 semantics documented in trainer/losses.py.
 """
 
-import inspect
 import math
-import types
 
 import numpy as np
 import pytest
@@ -180,8 +178,8 @@ def ref_contrastive(y, x, margin):
 CASES = {
     "batch_hard": (lambda y, x: L.batch_hard_triplet_loss(y, x, margin=0.3),
                    lambda y, x: ref_batch_hard(y, x, 0.3, False)),
-    "batch_hard_soft": (lambda y, x: L.batch_hard_triplet_loss(y, x, margin=0.3, soft=True),
-                        lambda y, x: ref_batch_hard(y, x, 0.3, True)),
+    "batch_hard_soft": (lambda y, x: L.batch_hard_soft_triplet_loss(y, x),
+                        lambda y, x: ref_batch_hard(y, x, None, True)),
     "hap2s_exp": (lambda y, x: L.hap2s_loss(y, x, margin=0.2, weighting="exp", sigma=0.4),
                   lambda y, x: ref_hap2s(y, x, 0.2, "exp", 0.4, None)),
     "hap2s_poly": (lambda y, x: L.hap2s_loss(y, x, margin=0.2, weighting="poly", alpha=7.0),
@@ -420,7 +418,7 @@ def test_mismatched_batch_sizes_raise():
     with pytest.raises(ValueError, match="labels has 3"):
         L.batch_hard_triplet_loss(np.arange(3), np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="weighting"):
-        L.hap2s_loss(np.arange(4), np.zeros((4, 2), np.float32), weighting="linear")
+        L.hap2s_loss(np.arange(4), np.zeros((4, 2), np.float32), 0.1, weighting="linear")
     with pytest.raises(ValueError, match="degrees"):
         L.angular_loss(np.arange(4), np.zeros((4, 2), np.float32), degrees=90.0)
 
@@ -554,7 +552,7 @@ def test_hap2s_exp_tends_to_batch_hard_as_sigma_to_zero(kind, seed):
                   y, x)
     assert soft == pytest.approx(hard, abs=1e-3)
     # ... and is far from it at the default sigma (the test has teeth).
-    default = _value(lambda a, b: L.hap2s_loss(a, b, margin=0.1, weighting="exp"), y, x)
+    default = _value(lambda a, b: L.hap2s_exp_loss(a, b, margin=0.1), y, x)
     assert abs(default - hard) > 1e-2
 
 
@@ -592,110 +590,111 @@ def test_gradient_descent_decreases_loss(name):
 def test_registry_implements_exactly_the_configurable_losses():
     from core.names import LOSSES
 
-    assert set(L.LOSS_FUNCTIONS) == set(LOSSES)
+    assert list(L.LOSSES) == list(LOSSES)  # same names, in the order the config lists them
 
 
-def _cfg(loss, margin=0.25):
-    return types.SimpleNamespace(loss=loss, margin=margin, hap2s_sigma=0.3, hap2s_alpha=6.0,
-                                 angular_degrees=35.0, npairs_temperature=0.3)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_ranking_loss_from_config(name):
-    y, x = make_batch("pk", 2)
-    fn = L.ranking_loss_from_config(_cfg(name))
-    assert fn.__name__ == f"{name}_loss"
-    direct = {
-        "batch_hard": lambda: L.batch_hard_triplet_loss(y, x, 0.25),
-        "batch_hard_soft": lambda: L.batch_hard_triplet_loss(y, x, soft=True),
-        "hap2s_exp": lambda: L.hap2s_loss(y, x, 0.25, "exp", sigma=0.3),
-        "hap2s_poly": lambda: L.hap2s_loss(y, x, 0.25, "poly", alpha=6.0),
-        "semi_hard": lambda: L.semi_hard_triplet_loss(y, x, 0.25),
-        "lifted": lambda: L.lifted_structured_loss(y, x, 0.25),
-        "npairs": lambda: L.npairs_loss(y, x, temperature=0.3),
-        "angular": lambda: L.angular_loss(y, x, 35.0),
-        "contrastive": lambda: L.contrastive_loss(y, x, 0.25),
-    }[name]
-    assert float(fn(y, x)) == float(direct())
-
-
-def test_ranking_loss_from_config_rejects_unknown():
-    with pytest.raises(ValueError, match="trainer.loss"):
-        L.ranking_loss_from_config(_cfg("arcface"))
-    with pytest.raises(ValueError, match="trainer.loss"):
-        L.resolve_margin(_cfg("arcface", margin=None))
-
-
-# The issue's table, spelled out here rather than read from L.DEFAULT_MARGINS.
-EXPECTED_DEFAULT_MARGINS = {
-    "semi_hard": 0.2, "lifted": 1.0, "contrastive": 0.5, "batch_hard": 0.1,
-    "batch_hard_soft": 0.1, "hap2s_exp": 0.1, "hap2s_poly": 0.1,
-    "angular": None, "npairs": None,
+# Every loss's options and defaults, spelled out here rather than read from the signatures
+# (the issue's margin table: batch-hard and HAP2S 0.1, semi-hard 0.2, contrastive 0.5,
+# lifted 1.0; angular and N-pairs have no margin, batch_hard_soft no option at all).
+EXPECTED_OPTIONS = {
+    "batch_hard": {"margin": 0.1},
+    "batch_hard_soft": {},
+    "hap2s_exp": {"margin": 0.1, "sigma": 0.5},
+    "hap2s_poly": {"margin": 0.1, "alpha": 10.0},
+    "semi_hard": {"margin": 0.2},
+    "lifted": {"margin": 1.0},
+    "npairs": {"l2_reg": 0.002, "temperature": 0.1},
+    "angular": {"degrees": 45.0},
+    "contrastive": {"margin": 0.5},
 }
 
 
-def test_default_margin_table():
-    from core.names import LOSSES
-
-    assert L.DEFAULT_MARGINS == EXPECTED_DEFAULT_MARGINS
-    assert set(L.DEFAULT_MARGINS) == set(LOSSES)
-    # The functions' own defaults are the table's (one source of truth).
-    for fn, name in ((L.batch_hard_triplet_loss, "batch_hard"), (L.hap2s_loss, "hap2s_exp"),
-                     (L.semi_hard_triplet_loss, "semi_hard"),
-                     (L.lifted_structured_loss, "lifted"), (L.contrastive_loss, "contrastive")):
-        assert inspect.signature(fn).parameters["margin"].default == L.DEFAULT_MARGINS[name]
+def test_each_loss_owns_its_options():
+    assert {name: L.loss_options(name) for name in L.LOSSES} == EXPECTED_OPTIONS
 
 
-# Loss value as a function of the margin the config resolves to (None: no margin).
-_WITH_MARGIN = {
-    "batch_hard": lambda y, x, m: L.batch_hard_triplet_loss(y, x, m),
-    "batch_hard_soft": lambda y, x, m: L.batch_hard_triplet_loss(y, x, soft=True),
-    "hap2s_exp": lambda y, x, m: L.hap2s_loss(y, x, m, "exp", sigma=0.3),
-    "hap2s_poly": lambda y, x, m: L.hap2s_loss(y, x, m, "poly", alpha=6.0),
-    "semi_hard": lambda y, x, m: L.semi_hard_triplet_loss(y, x, m),
-    "lifted": lambda y, x, m: L.lifted_structured_loss(y, x, m),
-    "npairs": lambda y, x, m: L.npairs_loss(y, x, temperature=0.3),
-    "angular": lambda y, x, m: L.angular_loss(y, x, 35.0),
-    "contrastive": lambda y, x, m: L.contrastive_loss(y, x, m),
+# name -> the loss called directly with the given options (None: the function's default).
+_DIRECT = {
+    "batch_hard": lambda y, x, o: L.batch_hard_triplet_loss(y, x, o["margin"]),
+    "batch_hard_soft": lambda y, x, o: L.batch_hard_soft_triplet_loss(y, x),
+    "hap2s_exp": lambda y, x, o: L.hap2s_loss(y, x, o["margin"], "exp", sigma=o["sigma"]),
+    "hap2s_poly": lambda y, x, o: L.hap2s_loss(y, x, o["margin"], "poly", alpha=o["alpha"]),
+    "semi_hard": lambda y, x, o: L.semi_hard_triplet_loss(y, x, o["margin"]),
+    "lifted": lambda y, x, o: L.lifted_structured_loss(y, x, o["margin"]),
+    "npairs": lambda y, x, o: L.npairs_loss(y, x, o["l2_reg"], o["temperature"]),
+    "angular": lambda y, x, o: L.angular_loss(y, x, o["degrees"]),
+    "contrastive": lambda y, x, o: L.contrastive_loss(y, x, o["margin"]),
 }
+# Options other than the defaults, each moving every loss that has it.
+_SET = {"margin": 0.37, "sigma": 0.3, "alpha": 6.0, "l2_reg": 0.05, "temperature": 0.3,
+        "degrees": 35.0}
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_margin_none_selects_the_losss_default(name):
-    y, x = make_batch("pk", 2)
-    expected = EXPECTED_DEFAULT_MARGINS[name]
-    cfg = _cfg(name, margin=None)
-    assert L.resolve_margin(cfg) == expected
-    got = float(L.ranking_loss_from_config(cfg)(y, x))
-    assert got == float(_WITH_MARGIN[name](y, x, expected))
-
-
-@pytest.mark.parametrize("margin", [0.0, 0.37, 2.0])  # 0.0: falsy, still an override
-@pytest.mark.parametrize("name", NAMES)
-def test_configured_margin_overrides_the_default(name, margin):
+def test_bind_loss_with_defaults_is_the_function_at_the_expected_defaults(name):
     y, x = make_batch("pk", 2)
     x = 0.2 * x  # distances < 0.4: every margin's hinge is active somewhere
-    cfg = _cfg(name, margin=margin)
-    has_margin = EXPECTED_DEFAULT_MARGINS[name] is not None
-    assert L.resolve_margin(cfg) == (margin if has_margin else None)
-    got = float(L.ranking_loss_from_config(cfg)(y, x))
-    assert got == float(_WITH_MARGIN[name](y, x, margin if has_margin else None))
-    if has_margin and name != "batch_hard_soft":  # the margin reaches the loss
-        default = float(L.ranking_loss_from_config(_cfg(name, margin=None))(y, x))
-        assert got != default
+    fn = L.bind_loss({"name": name})
+    assert fn.__name__ == f"{name}_loss"
+    assert float(fn(y, x)) == float(_DIRECT[name](y, x, EXPECTED_OPTIONS[name]))
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_margin_through_core_config(name):
-    """The real TrainerConfig: margin null (the shipped default) and a configured number."""
+def test_each_configured_option_reaches_the_loss(name):
+    y, x = make_batch("pk", 2)
+    x = 0.2 * x
+    default = float(L.bind_loss({"name": name})(y, x))
+    for option in EXPECTED_OPTIONS[name]:
+        options = dict(EXPECTED_OPTIONS[name], **{option: _SET[option]})
+        got = float(L.bind_loss({"name": name, option: _SET[option]})(y, x))
+        assert got == float(_DIRECT[name](y, x, options)), option
+        assert got != default, option  # the option is not silently dropped
+
+
+def test_margin_zero_is_an_override_not_a_missing_value():
+    y, x = make_batch("pk", 2)
+    x = 0.2 * x
+    zero = float(L.bind_loss({"name": "batch_hard", "margin": 0})(y, x))
+    assert zero == float(L.batch_hard_triplet_loss(y, x, 0.0))
+    assert zero != float(L.bind_loss({"name": "batch_hard"})(y, x))
+
+
+@pytest.mark.parametrize("spec, key, words", [
+    ({"name": "batch_hard", "sigma": 0.5}, "trainer.loss.sigma", "not an option of loss "
+                                                                  "'batch_hard' (it takes: margin)"),
+    ({"name": "hap2s_exp", "alpha": 3.0}, "trainer.loss.alpha", "margin, sigma"),
+    ({"name": "batch_hard_soft", "margin": 0.1}, "trainer.loss.margin", "no options"),
+    ({"name": "npairs", "margin": 0.1}, "trainer.loss.margin", "l2_reg, temperature"),
+    ({"name": "arcface"}, "trainer.loss.name", "arcface"),
+    ({"name": "angular", "degrees": "wide"}, "trainer.loss.degrees", "must be float"),
+    ({"name": "hap2s_exp", "sigma": True}, "trainer.loss.sigma", "must be float"),
+    ({"name": "hap2s_exp", "sigma": 0.0}, "trainer.loss.sigma", "must be > 0"),
+    ({"name": "hap2s_poly", "alpha": -1}, "trainer.loss.alpha", "must be > 0"),
+    ({"name": "contrastive", "margin": -0.1}, "trainer.loss.margin", "must be >= 0"),
+    ({"name": "angular", "degrees": 90}, "trainer.loss.degrees", "(0, 90)"),
+    ({"name": "npairs", "temperature": 0}, "trainer.loss.temperature", "must be > 0"),
+    ({"name": "npairs", "l2_reg": -1.0}, "trainer.loss.l2_reg", "must be >= 0"),
+])
+def test_bind_loss_refuses_naming_the_key(spec, key, words):
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        L.bind_loss(spec)
+    assert f"'{key}'" in str(e.value) and words in str(e.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_loss_binds_from_the_real_config(name):
+    """The real TrainerConfig: the loss by name only (the options' defaults) and with one
+    option set, through load_config as a user file gives it."""
     from core.config import load_config
 
     y, x = make_batch("pk", 2)
-    expected = EXPECTED_DEFAULT_MARGINS[name]
-    default_cfg = load_config(overrides={"trainer": {"loss": name}}).trainer
-    assert default_cfg.margin is None and default_cfg.npairs_temperature == 0.1
-    assert L.resolve_margin(default_cfg) == expected
-    set_cfg = load_config(overrides={"trainer": {"loss": name, "margin": 0.3}}).trainer
-    assert L.resolve_margin(set_cfg) == (None if expected is None else 0.3)
-    # Every loss builds from the real config and gives a finite value.
-    assert np.isfinite(float(L.ranking_loss_from_config(default_cfg)(y, x)))
+    cfg = load_config(overrides={"trainer": {"loss": {"name": name}}}).trainer
+    assert cfg.loss == {"name": name} and cfg.loss_name == name
+    assert np.isfinite(float(L.bind_loss(cfg.loss)(y, x)))
+    for option in EXPECTED_OPTIONS[name]:
+        set_cfg = load_config(overrides={"trainer": {"loss": {"name": name,
+                                                               option: _SET[option]}}}).trainer
+        assert float(L.bind_loss(set_cfg.loss)(y, x)) == float(
+            _DIRECT[name](y, x, dict(EXPECTED_OPTIONS[name], **{option: _SET[option]})))

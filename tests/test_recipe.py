@@ -116,6 +116,7 @@ def test_recipe_configs_load_and_are_leftthomas_recipe(name):
     assert (t.classes_per_batch, t.images_per_class, t.learning_rate, t.epochs) == (
         32, 4, 1e-4, 20)
     assert t.lr_schedule == "step" and t.freeze_batchnorm and not t.freeze_batchnorm_affine
+    assert t.loss == {"name": "batch_hard", "margin": 0.1}  # CGD's batch-hard triplet
     assert (cfg.transform.image_size, t.input_size) == (252, 224)
     assert cfg.transform.crop == ("bbox" if "cropped" in name and "un" not in name else "none")
 

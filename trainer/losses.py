@@ -24,9 +24,12 @@ Shared semantics (the reason every loss goes through ``_anchor_masks`` and
   ((P - 1) K), so this equals the papers' mean over pairs. Semi-hard follows
   TensorFlow Addons literally instead: the mean over all positive pairs (a, p) of the
   batch (of valid anchors), the same number for P x K batches.
-* Margins: each margin loss has its own default (``DEFAULT_MARGINS``, also its
-  signature default); ``trainer.margin: null`` selects it and a number overrides it
-  (``resolve_margin``).
+* Options: a loss's options are the keyword parameters of its function in ``LOSSES``,
+  and their defaults are the signature's (``loss_options``). The config names a loss and
+  overrides some of them, ``trainer.loss: {name: hap2s_exp, margin: 0.1, sigma: 0.5}``;
+  ``bind_loss`` refuses an option the function does not take, or a value its own check
+  refuses, with a ConfigError naming ``trainer.loss.<option>``. A new loss is one
+  function here plus its name in ``core.names.LOSSES``.
 
 References: Hermans et al. 2017 (arXiv 1703.07737, batch-hard); Yu et al. 2018
 (arXiv 1807.11206, HAP2S); Schroff et al. 2015 (FaceNet, semi-hard); Song et al. 2016
@@ -36,11 +39,13 @@ References: Hermans et al. 2017 (arXiv 1703.07737, batch-hard); Yu et al. 2018
 
 from __future__ import annotations
 
-import functools
+import inspect
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping
 
 import tensorflow as tf
+
+from core.errors import ConfigError
 
 # Distances below this (squared: _D2_EPS) are reported as exactly 0. It bounds the
 # sqrt derivative 1/(2 sqrt(d2)) by 5e5, so gradients stay finite, and it is far
@@ -49,27 +54,24 @@ _D2_EPS = 1e-12
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
-# Default margin of every configurable loss (core.names.LOSSES), in distance units;
-# None: the loss has no margin. Used when ``trainer.margin`` is null, and as the
-# functions' signature defaults. batch_hard / hap2s: CGD's 0.1 on unit vectors;
-# semi_hard: FaceNet's 0.2 (FaceNet and TFA apply it to squared distances, here to
-# plain ones); lifted: Song et al.'s alpha = 1.0; contrastive 0.5 (about half the
-# typical distance between unit vectors of different classes). batch_hard_soft is
-# listed with batch_hard's value but ignores it (softplus, no hinge).
-DEFAULT_MARGINS: dict[str, Optional[float]] = {
-    "batch_hard": 0.1,
-    "batch_hard_soft": 0.1,
-    "hap2s_exp": 0.1,
-    "hap2s_poly": 0.1,
-    "semi_hard": 0.2,
-    "lifted": 1.0,
-    "contrastive": 0.5,
-    "angular": None,
-    "npairs": None,
-}
 
-# N-pairs logits are similarities divided by this (core.config.yaml's default).
-DEFAULT_NPAIRS_TEMPERATURE = 0.1
+
+class LossOptionError(ValueError):
+    """A loss option out of its range; ``option`` is the keyword parameter's name.
+
+    Raised by the losses' own argument checks, so that ``bind_loss`` can name the config
+    key (``trainer.loss.<option>``) while a direct call still gets a plain ValueError.
+    """
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option} {message}")
+        self.option = option
+        self.message = message
+
+
+def _require(ok: bool, option: str, message: str) -> None:
+    if not ok:
+        raise LossOptionError(option, message)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -199,33 +201,43 @@ def _masked_softmax(logits, mask, axis=-1):
 # ---------------------------------------------------------------------------- losses
 
 
-def batch_hard_triplet_loss(labels, embeddings, margin=DEFAULT_MARGINS["batch_hard"],
-                            soft=False):
-    """Batch-hard triplet loss (Hermans et al. 2017).
+def _batch_hard_gaps(labels, embeddings):
+    """``max_p D_ap - min_n D_an`` per anchor [B], and the anchors' validity [B]."""
+    labels, embeddings = _prepare(labels, embeddings)
+    d = pairwise_distances(embeddings)
+    pos, neg, valid = _anchor_masks(labels)
+    return _masked_max(d, pos) - _masked_min(d, neg), valid
 
-    ``L = mean_a [m + max_p D_ap - min_n D_an]_+``, or with ``soft=True``
-    ``mean_a softplus(max_p D_ap - min_n D_an)``; the soft margin replaces the hinge
-    and its margin, so ``margin`` is ignored when ``soft`` is True.
+
+def batch_hard_triplet_loss(labels, embeddings, margin=0.1):
+    """Batch-hard triplet loss (Hermans et al. 2017): ``mean_a [m + max_p D_ap - min_n D_an]_+``.
 
     Args:
       labels: int [B] or [B, 1].
       embeddings: float [B, D].
-      margin: hinge margin m >= 0 (distance units).
-      soft: use the softplus ("soft margin") form.
+      margin: hinge margin m >= 0 (distance units). 0.1: CGD's, on unit vectors.
 
     Returns:
       float32 scalar, mean over valid anchors (see module docstring); 0.0 if none.
     """
-    labels, embeddings = _prepare(labels, embeddings)
-    d = pairwise_distances(embeddings)
-    pos, neg, valid = _anchor_masks(labels)
-    gap = _masked_max(d, pos) - _masked_min(d, neg)  # [B]
-    per_anchor = tf.nn.softplus(gap) if soft else tf.nn.relu(gap + margin)
-    return _mean_over_valid(per_anchor, valid)
+    _require(margin >= 0, "margin", f"must be >= 0, got {margin}")
+    gap, valid = _batch_hard_gaps(labels, embeddings)
+    return _mean_over_valid(tf.nn.relu(gap + margin), valid)
 
 
-def hap2s_loss(labels, embeddings, margin=DEFAULT_MARGINS["hap2s_exp"], weighting="exp",
-               sigma=0.5, alpha=10.0):
+def batch_hard_soft_triplet_loss(labels, embeddings):
+    """Batch-hard triplet loss with the soft margin (Hermans et al. 2017):
+    ``mean_a softplus(max_p D_ap - min_n D_an)``. The softplus replaces the hinge and its
+    margin, so this loss has no options.
+
+    Returns:
+      float32 scalar, mean over valid anchors; 0.0 if none.
+    """
+    gap, valid = _batch_hard_gaps(labels, embeddings)
+    return _mean_over_valid(tf.nn.softplus(gap), valid)
+
+
+def hap2s_loss(labels, embeddings, margin, weighting, sigma=None, alpha=None):
     """Hard-Aware Point-to-Set loss, HAP2S (Yu et al. 2018, arXiv 1807.11206).
 
     Point-to-set distances ``D_P(a) = sum_p w_p D_ap / sum_p w_p`` over the anchor's
@@ -257,22 +269,30 @@ def hap2s_loss(labels, embeddings, margin=DEFAULT_MARGINS["hap2s_exp"], weightin
       embeddings: float [B, D].
       margin: hinge margin m >= 0.
       weighting: "exp" or "poly".
-      sigma: temperature of the exp weighting (> 0); unused for "poly".
-      alpha: exponent of the poly weighting (> 0); unused for "exp".
+      sigma: temperature of the exp weighting (> 0); for "exp" only.
+      alpha: exponent of the poly weighting (> 0); for "poly" only.
 
     Returns:
       float32 scalar, mean over valid anchors; 0.0 if none.
+
+    The configurable losses are ``hap2s_exp_loss`` and ``hap2s_poly_loss``, which hold
+    the defaults and take only their own weighting's parameter.
     """
+    _require(margin >= 0, "margin", f"must be >= 0, got {margin}")
+    if weighting == "exp":
+        _require(sigma is not None and sigma > 0, "sigma", f"must be > 0, got {sigma}")
+    elif weighting == "poly":
+        _require(alpha is not None and alpha > 0, "alpha", f"must be > 0, got {alpha}")
+    else:
+        raise ValueError(f"weighting must be 'exp' or 'poly', got {weighting!r}")
     labels, embeddings = _prepare(labels, embeddings)
     d = pairwise_distances(embeddings)
     pos, neg, valid = _anchor_masks(labels)
     if weighting == "exp":
         logit_p, logit_n = d / sigma, -d / sigma
-    elif weighting == "poly":
+    else:
         log1p_d = tf.math.log1p(d)
         logit_p, logit_n = alpha * log1p_d, -2.0 * alpha * log1p_d
-    else:
-        raise ValueError(f"weighting must be 'exp' or 'poly', got {weighting!r}")
     w_p = tf.stop_gradient(_masked_softmax(logit_p, pos))  # [B, B], rows sum to 1
     w_n = tf.stop_gradient(_masked_softmax(logit_n, neg))
     d_p = tf.reduce_sum(w_p * d, axis=1)
@@ -280,7 +300,23 @@ def hap2s_loss(labels, embeddings, margin=DEFAULT_MARGINS["hap2s_exp"], weightin
     return _mean_over_valid(tf.nn.relu(d_p - d_n + margin), valid)
 
 
-def semi_hard_triplet_loss(labels, embeddings, margin=DEFAULT_MARGINS["semi_hard"]):
+def hap2s_exp_loss(labels, embeddings, margin=0.1, sigma=0.5):
+    """HAP2S_E: ``hap2s_loss`` with exponential weights ``exp(+-D / sigma)``.
+
+    margin 0.1 as batch-hard's (CGD's, on unit vectors); sigma 0.5, the paper's choice.
+    """
+    return hap2s_loss(labels, embeddings, margin, "exp", sigma=sigma)
+
+
+def hap2s_poly_loss(labels, embeddings, margin=0.1, alpha=10.0):
+    """HAP2S_P: ``hap2s_loss`` with polynomial weights ``(D + 1)^alpha``, ``(D + 1)^(-2 alpha)``.
+
+    margin 0.1 as batch-hard's; alpha 10, the paper's choice.
+    """
+    return hap2s_loss(labels, embeddings, margin, "poly", alpha=alpha)
+
+
+def semi_hard_triplet_loss(labels, embeddings, margin=0.2):
     """Triplet loss with semi-hard negative mining, as TensorFlow Addons defines it.
 
     ``tfa.losses.triplet_semihard_loss`` (after FaceNet, Schroff et al. 2015): for every
@@ -309,13 +345,15 @@ def semi_hard_triplet_loss(labels, embeddings, margin=DEFAULT_MARGINS["semi_hard
     Args:
       labels: int [B] or [B, 1].
       embeddings: float [B, D].
-      margin: hinge margin m >= 0 (distance units; default 0.2).
+      margin: hinge margin m >= 0 (distance units). 0.2: FaceNet's, which FaceNet and
+        TFA apply to squared distances and this loss to plain ones.
 
     Returns:
       float32 scalar; 0.0 if no anchor is valid.
 
     Memory: builds [B, B, B] booleans/floats (B = 128: 2M entries).
     """
+    _require(margin >= 0, "margin", f"must be >= 0, got {margin}")
     labels, embeddings = _prepare(labels, embeddings)
     d = pairwise_distances(embeddings)
     pos, neg, valid = _anchor_masks(labels)
@@ -332,7 +370,7 @@ def semi_hard_triplet_loss(labels, embeddings, margin=DEFAULT_MARGINS["semi_hard
     return total / tf.maximum(tf.reduce_sum(tf.cast(pairs, tf.float32)), 1.0)
 
 
-def lifted_structured_loss(labels, embeddings, margin=DEFAULT_MARGINS["lifted"]):
+def lifted_structured_loss(labels, embeddings, margin=1.0):
     """Smooth lifted structured loss (Song et al. 2016, eq. 4).
 
     For a positive pair (i, j):
@@ -344,11 +382,12 @@ def lifted_structured_loss(labels, embeddings, margin=DEFAULT_MARGINS["lifted"])
     Args:
       labels: int [B] or [B, 1].
       embeddings: float [B, D].
-      margin: alpha in the paper, in distance units.
+      margin: alpha in the paper (>= 0), in distance units; 1.0, the paper's.
 
     Returns:
       float32 scalar; 0.0 if no anchor is valid.
     """
+    _require(margin >= 0, "margin", f"must be >= 0, got {margin}")
     labels, embeddings = _prepare(labels, embeddings)
     d = pairwise_distances(embeddings)
     pos, neg, valid = _anchor_masks(labels)
@@ -360,7 +399,7 @@ def lifted_structured_loss(labels, embeddings, margin=DEFAULT_MARGINS["lifted"])
     return _mean_over_valid(_masked_mean(per_pair, pos), valid)
 
 
-def npairs_loss(labels, embeddings, l2_reg=0.002, temperature=DEFAULT_NPAIRS_TEMPERATURE):
+def npairs_loss(labels, embeddings, l2_reg=0.002, temperature=0.1):
     """Multi-class N-pair loss (Sohn 2016) generalized to P x K batches, with a temperature.
 
     Logits are scaled similarities ``s_aj = (e_a . e_j) / temperature`` over every
@@ -381,14 +420,14 @@ def npairs_loss(labels, embeddings, l2_reg=0.002, temperature=DEFAULT_NPAIRS_TEM
     Args:
       labels: int [B] or [B, 1].
       embeddings: float [B, D] (normally L2-normalized; not normalized here).
-      l2_reg: weight of the embedding-norm penalty.
-      temperature: divides the similarities (> 0); ``trainer.npairs_temperature``.
+      l2_reg: weight of the embedding-norm penalty (>= 0).
+      temperature: divides the similarities (> 0).
 
     Returns:
       float32 scalar; 0.0 if no anchor is valid.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _require(temperature > 0, "temperature", f"must be > 0, got {temperature}")
+    _require(l2_reg >= 0, "l2_reg", f"must be >= 0, got {l2_reg}")
     labels, embeddings = _prepare(labels, embeddings)
     pos, _, valid = _anchor_masks(labels)
     sim = tf.matmul(embeddings, embeddings, transpose_b=True) / temperature  # [B, B]
@@ -419,8 +458,7 @@ def angular_loss(labels, embeddings, degrees=45.0):
 
     Memory: builds [B, B, B] (B = 128: 2M entries).
     """
-    if not 0.0 < degrees < 90.0:
-        raise ValueError(f"degrees must be in (0, 90), got {degrees}")
+    _require(0.0 < degrees < 90.0, "degrees", f"must be in (0, 90), got {degrees}")
     labels, embeddings = _prepare(labels, embeddings)
     pos, neg, valid = _anchor_masks(labels)
     t = math.tan(math.radians(degrees)) ** 2
@@ -432,7 +470,7 @@ def angular_loss(labels, embeddings, degrees=45.0):
     return _mean_over_valid(_masked_mean(per_pair, pos), valid)
 
 
-def contrastive_loss(labels, embeddings, margin=DEFAULT_MARGINS["contrastive"]):
+def contrastive_loss(labels, embeddings, margin=0.5):
     """Contrastive loss (Hadsell et al. 2006) on non-squared distances.
 
     Per anchor: ``mean_p D_ap^2 + mean_n [m - D_an]_+^2`` (the two means are taken
@@ -442,11 +480,13 @@ def contrastive_loss(labels, embeddings, margin=DEFAULT_MARGINS["contrastive"]):
     Args:
       labels: int [B] or [B, 1].
       embeddings: float [B, D].
-      margin: negatives closer than m are pushed away.
+      margin: negatives closer than m (>= 0) are pushed away; 0.5, about half the
+        typical distance between unit vectors of different classes.
 
     Returns:
       float32 scalar; 0.0 if no anchor is valid.
     """
+    _require(margin >= 0, "margin", f"must be >= 0, got {margin}")
     labels, embeddings = _prepare(labels, embeddings)
     d = pairwise_distances(embeddings)
     pos, neg, valid = _anchor_masks(labels)
@@ -457,13 +497,13 @@ def contrastive_loss(labels, embeddings, margin=DEFAULT_MARGINS["contrastive"]):
 
 # ------------------------------------------------------------------------ registry
 
-# Names as in the config (core.names.LOSSES); values take (labels, embeddings,
-# **hyperparameters).
-LOSS_FUNCTIONS: dict[str, Callable[..., tf.Tensor]] = {
+# Names as in the config (core.names.LOSSES). Each function's keyword parameters after
+# (labels, embeddings) are the loss's options, with their defaults: nothing else lists them.
+LOSSES: dict[str, Callable[..., tf.Tensor]] = {
     "batch_hard": batch_hard_triplet_loss,
-    "batch_hard_soft": functools.partial(batch_hard_triplet_loss, soft=True),
-    "hap2s_exp": functools.partial(hap2s_loss, weighting="exp"),
-    "hap2s_poly": functools.partial(hap2s_loss, weighting="poly"),
+    "batch_hard_soft": batch_hard_soft_triplet_loss,
+    "hap2s_exp": hap2s_exp_loss,
+    "hap2s_poly": hap2s_poly_loss,
     "semi_hard": semi_hard_triplet_loss,
     "lifted": lifted_structured_loss,
     "npairs": npairs_loss,
@@ -471,70 +511,71 @@ LOSS_FUNCTIONS: dict[str, Callable[..., tf.Tensor]] = {
     "contrastive": contrastive_loss,
 }
 
-
-def resolve_margin(cfg) -> Optional[float]:
-    """The margin ``cfg.loss`` uses: ``cfg.margin`` if set, else ``DEFAULT_MARGINS``.
-
-    Args:
-      cfg: the trainer config (attributes ``loss`` and ``margin``; ``margin`` None
-        means "the loss's own default").
-
-    Returns:
-      The margin, or None for a loss without one (angular, npairs), whatever
-      ``cfg.margin`` says.
-    """
-    if cfg.loss not in DEFAULT_MARGINS:
-        raise ValueError(f"trainer.loss must be one of {sorted(LOSS_FUNCTIONS)}, got {cfg.loss!r}")
-    default = DEFAULT_MARGINS[cfg.loss]
-    if default is None or cfg.margin is None:
-        return default
-    return float(cfg.margin)
+# The config key a loss's options sit under.
+LOSS_KEY = "trainer.loss"
 
 
-def _hyperparameters(cfg) -> dict:
-    """The keyword arguments LOSS_FUNCTIONS[cfg.loss] takes from the trainer config."""
-    name = cfg.loss
-    margin = resolve_margin(cfg)  # also rejects an unknown name
-    if name == "batch_hard":
-        return {"margin": margin}
-    if name == "batch_hard_soft":
-        return {}  # softplus has no margin
-    if name == "hap2s_exp":
-        return {"margin": margin, "sigma": cfg.hap2s_sigma}
-    if name == "hap2s_poly":
-        return {"margin": margin, "alpha": cfg.hap2s_alpha}
-    if name in ("semi_hard", "lifted", "contrastive"):
-        return {"margin": margin}
-    if name == "npairs":
-        return {"temperature": cfg.npairs_temperature}  # no margin; l2_reg keeps its default
-    if name == "angular":
-        return {"degrees": cfg.angular_degrees}
-    raise ValueError(f"trainer.loss must be one of {sorted(LOSS_FUNCTIONS)}, got {name!r}")
+def loss_options(name: str) -> dict[str, Any]:
+    """The options of loss ``name`` and their defaults: its function's keyword parameters."""
+    if name not in LOSSES:
+        raise ConfigError(f"'{LOSS_KEY}.name' must be one of {sorted(LOSSES)}, got {name!r}")
+    params = list(inspect.signature(LOSSES[name]).parameters.values())[2:]  # after labels, embeddings
+    return {p.name: p.default for p in params}
 
 
-def ranking_loss_from_config(trainer_cfg) -> LossFn:
-    """The ranking loss named by ``trainer_cfg.loss``, hyperparameters bound.
+def _coerce_option(name: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of the option's default (an int is a float where a float is due)."""
+    dotted = f"{LOSS_KEY}.{key}"
+    if isinstance(default, float) and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not type(default):
+        raise ConfigError(f"'{dotted}' must be {type(default).__name__} (the default of loss "
+                          f"{name!r} is {default!r}), got {type(value).__name__} {value!r}")
+    return value
+
+
+# A tiny P x K batch (2 classes x 2 images) on which ``bind_loss`` runs a loss once, so that
+# the loss's own argument checks judge the configured values before any training.
+_PROBE_LABELS = (0, 0, 1, 1)
+_PROBE_EMBEDDINGS = ((1.0, 0.0), (0.8, 0.6), (0.0, 1.0), (-0.6, 0.8))
+
+
+def bind_loss(spec: Mapping[str, Any]) -> LossFn:
+    """The loss ``spec`` names, with its options bound and checked.
 
     Args:
-      trainer_cfg: an object with attributes ``loss``, ``margin`` (None: the loss's
-        default), ``npairs_temperature``, ``hap2s_sigma``, ``hap2s_alpha`` and
-        ``angular_degrees`` (``core.config.TrainerConfig``).
+      spec: ``{"name": <a LOSSES key>, <option>: <value>, ...}`` (``trainer.loss``); an
+        option left out keeps its signature default.
 
     Returns:
-      ``fn(labels, embeddings) -> float32 scalar``, named ``<loss>_loss`` (Keras uses
-      the name in metric logs).
+      ``fn(labels, embeddings) -> float32 scalar``, named ``<name>_loss`` (Keras uses the
+      name in metric logs).
 
-    Margins (``resolve_margin``): batch_hard, hap2s_*, semi_hard, lifted and
-    contrastive use ``trainer_cfg.margin``, or their ``DEFAULT_MARGINS`` entry when it
-    is None; batch_hard_soft, npairs and angular have none (npairs uses
-    ``npairs_temperature``, angular ``angular_degrees``).
+    Raises:
+      ConfigError: naming ``trainer.loss.<key>`` for an unknown loss, an option the loss
+        does not take, a value of the wrong type, or one the loss's own check refuses.
     """
-    kwargs = _hyperparameters(trainer_cfg)
-    base = LOSS_FUNCTIONS[trainer_cfg.loss]
+    name = spec.get("name")
+    defaults = loss_options(name)
+    kwargs = {}
+    for key, value in spec.items():
+        if key == "name":
+            continue
+        if key not in defaults:
+            takes = ", ".join(defaults) if defaults else "no options"
+            raise ConfigError(f"'{LOSS_KEY}.{key}' is not an option of loss {name!r} "
+                              f"(it takes: {takes})")
+        kwargs[key] = _coerce_option(name, key, value, defaults[key])
+    base = LOSSES[name]
+    try:
+        base(tf.constant(_PROBE_LABELS), tf.constant(_PROBE_EMBEDDINGS), **kwargs)
+    except LossOptionError as e:
+        raise ConfigError(f"'{LOSS_KEY}.{e.option}' {e.message} (loss {name!r})") from None
 
     def loss(labels, embeddings):
         return base(labels, embeddings, **kwargs)
 
-    loss.__name__ = f"{trainer_cfg.loss}_loss"
+    loss.__name__ = f"{name}_loss"
     loss.__qualname__ = loss.__name__
     return loss

@@ -100,7 +100,7 @@ def compile_for_training(model: tf_keras.Model, t, num_classes: int) -> None:
     classification loss on the logits, the trainer's optimizer and speed switches."""
     model.compile(
         optimizer=make_optimizer(t),
-        loss={EMBEDDING_OUTPUT: losses.ranking_loss_from_config(t),
+        loss={EMBEDDING_OUTPUT: losses.bind_loss(t.loss),
               LOGITS_OUTPUT: classification_loss(num_classes, t.label_smoothing)},
         loss_weights={EMBEDDING_OUTPUT: 1.0, LOGITS_OUTPUT: t.classification_loss_weight},
         jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
