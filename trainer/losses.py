@@ -24,12 +24,12 @@ Shared semantics (the reason every loss goes through ``_anchor_masks`` and
   ((P - 1) K), so this equals the papers' mean over pairs. Semi-hard follows
   TensorFlow Addons literally instead: the mean over all positive pairs (a, p) of the
   batch (of valid anchors), the same number for P x K batches.
-* Options: a loss's options are the keyword parameters of its function in ``LOSSES``,
+* Options: a loss's options are the keyword parameters of its ``@register``-ed function,
   and their defaults are the signature's (``loss_options``). The config names a loss and
   overrides some of them, ``trainer.loss: {name: hap2s_exp, margin: 0.1, sigma: 0.5}``;
   ``bind_loss`` refuses an option the function does not take, or a value its own check
   refuses, with a ConfigError naming ``trainer.loss.<option>``. A new loss is one
-  function here plus its name in ``core.names.LOSSES``.
+  ``@register("<name>")`` function here plus its name in ``core.names.LOSSES``.
 
 References: Hermans et al. 2017 (arXiv 1703.07737, batch-hard); Yu et al. 2018
 (arXiv 1807.11206, HAP2S); Schroff et al. 2015 (FaceNet, semi-hard); Song et al. 2016
@@ -200,6 +200,20 @@ def _masked_softmax(logits, mask, axis=-1):
 
 # ---------------------------------------------------------------------------- losses
 
+# Names as in the config (core.names.LOSSES) -> the function, filled by ``@register``. Each
+# function's keyword parameters after (labels, embeddings) are the loss's options, with
+# their defaults: nothing else lists them.
+LOSS_FUNCTIONS: dict[str, Callable[..., tf.Tensor]] = {}
+
+
+def register(name: str):
+    """Registers the decorated function as the configurable loss ``name``."""
+    def add(fn):
+        LOSS_FUNCTIONS[name] = fn
+        return fn
+    return add
+
+
 
 def _batch_hard_gaps(labels, embeddings):
     """``max_p D_ap - min_n D_an`` per anchor [B], and the anchors' validity [B]."""
@@ -209,6 +223,7 @@ def _batch_hard_gaps(labels, embeddings):
     return _masked_max(d, pos) - _masked_min(d, neg), valid
 
 
+@register("batch_hard")
 def batch_hard_triplet_loss(labels, embeddings, margin=0.1):
     """Batch-hard triplet loss (Hermans et al. 2017): ``mean_a [m + max_p D_ap - min_n D_an]_+``.
 
@@ -225,6 +240,7 @@ def batch_hard_triplet_loss(labels, embeddings, margin=0.1):
     return _mean_over_valid(tf.nn.relu(gap + margin), valid)
 
 
+@register("batch_hard_soft")
 def batch_hard_soft_triplet_loss(labels, embeddings):
     """Batch-hard triplet loss with the soft margin (Hermans et al. 2017):
     ``mean_a softplus(max_p D_ap - min_n D_an)``. The softplus replaces the hinge and its
@@ -300,6 +316,7 @@ def hap2s_loss(labels, embeddings, margin, weighting, sigma=None, alpha=None):
     return _mean_over_valid(tf.nn.relu(d_p - d_n + margin), valid)
 
 
+@register("hap2s_exp")
 def hap2s_exp_loss(labels, embeddings, margin=0.1, sigma=0.5):
     """HAP2S_E: ``hap2s_loss`` with exponential weights ``exp(+-D / sigma)``.
 
@@ -308,6 +325,7 @@ def hap2s_exp_loss(labels, embeddings, margin=0.1, sigma=0.5):
     return hap2s_loss(labels, embeddings, margin, "exp", sigma=sigma)
 
 
+@register("hap2s_poly")
 def hap2s_poly_loss(labels, embeddings, margin=0.1, alpha=10.0):
     """HAP2S_P: ``hap2s_loss`` with polynomial weights ``(D + 1)^alpha``, ``(D + 1)^(-2 alpha)``.
 
@@ -316,6 +334,7 @@ def hap2s_poly_loss(labels, embeddings, margin=0.1, alpha=10.0):
     return hap2s_loss(labels, embeddings, margin, "poly", alpha=alpha)
 
 
+@register("semi_hard")
 def semi_hard_triplet_loss(labels, embeddings, margin=0.2):
     """Triplet loss with semi-hard negative mining, as TensorFlow Addons defines it.
 
@@ -370,6 +389,7 @@ def semi_hard_triplet_loss(labels, embeddings, margin=0.2):
     return total / tf.maximum(tf.reduce_sum(tf.cast(pairs, tf.float32)), 1.0)
 
 
+@register("lifted")
 def lifted_structured_loss(labels, embeddings, margin=1.0):
     """Smooth lifted structured loss (Song et al. 2016, eq. 4).
 
@@ -399,6 +419,7 @@ def lifted_structured_loss(labels, embeddings, margin=1.0):
     return _mean_over_valid(_masked_mean(per_pair, pos), valid)
 
 
+@register("npairs")
 def npairs_loss(labels, embeddings, l2_reg=0.002, temperature=0.1):
     """Multi-class N-pair loss (Sohn 2016) generalized to P x K batches, with a temperature.
 
@@ -439,6 +460,7 @@ def npairs_loss(labels, embeddings, l2_reg=0.002, temperature=0.1):
     return _mean_over_valid(ce + reg, valid)
 
 
+@register("angular")
 def angular_loss(labels, embeddings, degrees=45.0):
     """Angular loss in its N-pair form (Wang et al. 2017, eq. 8).
 
@@ -470,6 +492,7 @@ def angular_loss(labels, embeddings, degrees=45.0):
     return _mean_over_valid(_masked_mean(per_pair, pos), valid)
 
 
+@register("contrastive")
 def contrastive_loss(labels, embeddings, margin=0.5):
     """Contrastive loss (Hadsell et al. 2006) on non-squared distances.
 
@@ -497,29 +520,17 @@ def contrastive_loss(labels, embeddings, margin=0.5):
 
 # ------------------------------------------------------------------------ registry
 
-# Names as in the config (core.names.LOSSES). Each function's keyword parameters after
-# (labels, embeddings) are the loss's options, with their defaults: nothing else lists them.
-LOSSES: dict[str, Callable[..., tf.Tensor]] = {
-    "batch_hard": batch_hard_triplet_loss,
-    "batch_hard_soft": batch_hard_soft_triplet_loss,
-    "hap2s_exp": hap2s_exp_loss,
-    "hap2s_poly": hap2s_poly_loss,
-    "semi_hard": semi_hard_triplet_loss,
-    "lifted": lifted_structured_loss,
-    "npairs": npairs_loss,
-    "angular": angular_loss,
-    "contrastive": contrastive_loss,
-}
-
 # The config key a loss's options sit under.
 LOSS_KEY = "trainer.loss"
 
 
 def loss_options(name: str) -> dict[str, Any]:
     """The options of loss ``name`` and their defaults: its function's keyword parameters."""
-    if name not in LOSSES:
-        raise ConfigError(f"'{LOSS_KEY}.name' must be one of {sorted(LOSSES)}, got {name!r}")
-    params = list(inspect.signature(LOSSES[name]).parameters.values())[2:]  # after labels, embeddings
+    if name not in LOSS_FUNCTIONS:
+        raise ConfigError(f"'{LOSS_KEY}.name' must be one of {sorted(LOSS_FUNCTIONS)}, "
+                          f"got {name!r}")
+    # Every parameter after (labels, embeddings) is an option.
+    params = list(inspect.signature(LOSS_FUNCTIONS[name]).parameters.values())[2:]
     return {p.name: p.default for p in params}
 
 
@@ -545,8 +556,8 @@ def bind_loss(spec: Mapping[str, Any]) -> LossFn:
     """The loss ``spec`` names, with its options bound and checked.
 
     Args:
-      spec: ``{"name": <a LOSSES key>, <option>: <value>, ...}`` (``trainer.loss``); an
-        option left out keeps its signature default.
+      spec: ``{"name": <a LOSS_FUNCTIONS key>, <option>: <value>, ...}``
+        (``trainer.loss``); an option left out keeps its signature default.
 
     Returns:
       ``fn(labels, embeddings) -> float32 scalar``, named ``<name>_loss`` (Keras uses the
@@ -567,7 +578,7 @@ def bind_loss(spec: Mapping[str, Any]) -> LossFn:
             raise ConfigError(f"'{LOSS_KEY}.{key}' is not an option of loss {name!r} "
                               f"(it takes: {takes})")
         kwargs[key] = _coerce_option(name, key, value, defaults[key])
-    base = LOSSES[name]
+    base = LOSS_FUNCTIONS[name]
     try:
         base(tf.constant(_PROBE_LABELS), tf.constant(_PROBE_EMBEDDINGS), **kwargs)
     except LossOptionError as e:
