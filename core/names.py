@@ -33,7 +33,14 @@ CONTRACT_CLASSES_KEY = "seen_classes"
 # The Trainer's custom_config (pipeline/definition.py writes it, trainer/task.py reads it).
 TRAINER_JOB_KEY = "trainer_job"          # core.config.TrainerJob.to_dict()
 CHECKPOINT_ROOT_KEY = "checkpoint_root"  # "" = no resumable checkpoints
-CODE_FINGERPRINT_KEY = "code"            # cache key only (pipeline/definition.code_fingerprint)
+# A hash of the component's source: in the Transform's and the Trainer's custom_config and
+# as the RecallEvaluator's execution parameter, so that a code change reruns it. Cache key
+# only, nobody reads it (pipeline/definition.code_fingerprint).
+CODE_FINGERPRINT_KEY = "code_fingerprint"
+
+# Transform's custom_config (pipeline/definition.py writes it; tft_module.py and
+# transform_executor.py read it).
+TRANSFORM_JOB_KEY = "transform_job"      # core.config.TransformJob.to_dict()
 
 # Written by the Trainer into its model run directory, read by the demo and the tests.
 VALIDATION_FILE = "validation.json"

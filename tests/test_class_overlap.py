@@ -259,6 +259,7 @@ def run_executor(tmp_path, examples, candidate_dir, serving_model_dir, **overrid
 
     from components.recall_evaluator import constants
     from components.recall_evaluator.executor import Executor
+    from core import names
 
     ev = small_config(tmp_path, tmp_path, evaluator=dict(
         {"ranking_queries": 2, "baseline_tolerance": 1.0}, **overrides)).evaluator
@@ -276,7 +277,7 @@ def run_executor(tmp_path, examples, candidate_dir, serving_model_dir, **overrid
         {"blessing": [blessing], "evaluation": [evaluation]},
         {constants.EVALUATOR_JSON_KEY: json.dumps(dataclasses.asdict(ev)),
          constants.EVAL_SPLIT_KEY: "eval", constants.SERVING_MODEL_DIR_KEY: str(serving_model_dir),
-         constants.CODE_FINGERPRINT_KEY: ""})
+         names.CODE_FINGERPRINT_KEY: ""})
     result = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     verdict = (tmp_path / "evaluation" / "verdict.txt").read_text()
     return result, verdict

@@ -226,6 +226,7 @@ def stand_in_model(path, seed):
 def run_evaluator(tmp_path, examples, model, serving_model_dir, **evaluator):
     from components.recall_evaluator import constants
     from components.recall_evaluator.executor import Executor
+    from core import names
 
     cfg = small_config(tmp_path, tmp_path, evaluator=dict({"ranking_queries": 3}, **evaluator))
     blessing = artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
@@ -237,7 +238,7 @@ def run_evaluator(tmp_path, examples, model, serving_model_dir, **evaluator):
         {"blessing": [blessing], "evaluation": [evaluation]},
         {constants.EVALUATOR_JSON_KEY: json.dumps(dataclasses.asdict(cfg.evaluator)),
          constants.EVAL_SPLIT_KEY: "eval", constants.SERVING_MODEL_DIR_KEY: str(serving_model_dir),
-         constants.CODE_FINGERPRINT_KEY: ""})
+         names.CODE_FINGERPRINT_KEY: ""})
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     return blessing, metrics
 

@@ -14,26 +14,32 @@ import json
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs as keys
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.recall_evaluator import constants, driver, executor
+from core.names import CODE_FINGERPRINT_KEY
 
 
 class RecallEvaluatorSpec(types.ComponentSpec):
     PARAMETERS = {
-        # Config.to_dict() as JSON: the evaluator, transform and data sections are used.
+        # The evaluator section of the config (EvaluatorConfig) as JSON: all the executor
+        # reads of the config. The eval split and the production model's directory come
+        # as their own parameters.
         constants.EVALUATOR_JSON_KEY: ExecutionParameter(type=str),
-        constants.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str),
+        CODE_FINGERPRINT_KEY: ExecutionParameter(type=str),
         constants.EVAL_SPLIT_KEY: ExecutionParameter(type=str),
         constants.SERVING_MODEL_DIR_KEY: ExecutionParameter(type=str),
     }
+    # TFX's own channel names, as the stock Evaluator's: the Pusher and TFX's Kubeflow
+    # container treat this component as an evaluator (executor.Executor).
     INPUTS = {
-        "examples": ChannelParameter(type=standard_artifacts.Examples),
-        "model": ChannelParameter(type=standard_artifacts.Model),
+        keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
     }
     OUTPUTS = {
-        "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
-        "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        keys.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        keys.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
     }
 
 
@@ -46,9 +52,12 @@ class RecallEvaluator(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples, model, evaluator_config: dict, serving_model_dir: str,
                  code_fingerprint: str = "", eval_split: str = "eval"):
-        super().__init__(spec=RecallEvaluatorSpec(
-            examples=examples, model=model, serving_model_dir=serving_model_dir,
-            evaluator_json=json.dumps(evaluator_config, sort_keys=True),
-            code_fingerprint=code_fingerprint, eval_split=eval_split,
-            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
-            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation)))
+        """``evaluator_config``: the evaluator section (``dataclasses.asdict`` of an
+        EvaluatorConfig); ``serving_model_dir``: ``<serving_dir>/<model_name>``."""
+        super().__init__(spec=RecallEvaluatorSpec(**{
+            keys.EXAMPLES_KEY: examples, keys.MODEL_KEY: model,
+            constants.SERVING_MODEL_DIR_KEY: serving_model_dir,
+            constants.EVALUATOR_JSON_KEY: json.dumps(evaluator_config, sort_keys=True),
+            CODE_FINGERPRINT_KEY: code_fingerprint, constants.EVAL_SPLIT_KEY: eval_split,
+            keys.BLESSING_KEY: types.Channel(type=standard_artifacts.ModelBlessing),
+            keys.EVALUATION_KEY: types.Channel(type=standard_artifacts.ModelEvaluation)}))

@@ -3,8 +3,8 @@
 # Execution parameters.
 # The evaluator section of the config (core.config.EvaluatorConfig) as JSON: all it reads.
 EVALUATOR_JSON_KEY = "evaluator_json"
-# Cache key only: a hash of the evaluator's source (pipeline/definition.code_fingerprint).
-CODE_FINGERPRINT_KEY = "code_fingerprint"
+# The code fingerprint's key is core.names.CODE_FINGERPRINT_KEY, shared with the Transform
+# and the Trainer; the channel keys are TFX's own (tfx.types.standard_component_specs).
 EVAL_SPLIT_KEY = "eval_split"
 # <serving_dir>/<model_name>: where the model in production is read (production.py).
 SERVING_MODEL_DIR_KEY = "serving_model_dir"

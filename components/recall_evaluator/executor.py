@@ -10,6 +10,7 @@ import numpy as np
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.evaluator import executor as stock_evaluator
 from tfx.types import artifact_utils
+from tfx.types import standard_component_specs as keys
 from tfx.utils import io_utils, path_utils
 
 from components.recall_evaluator import (class_overlap, constants, embedding, production,
@@ -30,8 +31,8 @@ class Executor(stock_evaluator.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
         ev = EvaluatorConfig(**json.loads(exec_properties[constants.EVALUATOR_JSON_KEY]))
         split = exec_properties[constants.EVAL_SPLIT_KEY]
-        examples = artifact_utils.get_single_instance(input_dict["examples"])
-        model = artifact_utils.get_single_instance(input_dict["model"])
+        examples = artifact_utils.get_single_instance(input_dict[keys.EXAMPLES_KEY])
+        model = artifact_utils.get_single_instance(input_dict[keys.MODEL_KEY])
         candidate_dir = path_utils.serving_model_path(model.uri)
         serving = production.newest_served_version(
             exec_properties[constants.SERVING_MODEL_DIR_KEY])
@@ -40,8 +41,8 @@ class Executor(stock_evaluator.Executor):
                                  == serving.fingerprint)
         # A rerun served from the cache: the candidate itself is in production.
         baseline = None if candidate_is_baseline else serving
-        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
-        evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        blessing = artifact_utils.get_single_instance(output_dict[keys.BLESSING_KEY])
+        evaluation = artifact_utils.get_single_instance(output_dict[keys.EVALUATION_KEY])
         log.info("RecallEvaluator: production model %s",
                  f"version {serving.version} ({serving.path})" if serving else
                  "none yet (the first model is judged on the threshold alone)")
