@@ -518,6 +518,29 @@ class KubeflowConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TransformJob:
+    """What Transform reads, and only that: its custom_config (as TrainerJob for the Trainer).
+
+    The transform section is all of it: preprocessing_fn reads the size, padding and crop
+    protocol, the executor the gzip level. Typed, so that a key renamed here cannot leave
+    a reader looking up a string that no longer exists.
+    """
+    transform: TransformConfig
+
+    @classmethod
+    def of(cls, cfg: "Config") -> "TransformJob":
+        return cls(cfg.transform)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TransformJob":
+        """The inverse of ``to_dict`` (values written by ``of`` from a validated Config)."""
+        return cls(TransformConfig(**values["transform"]))
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainerJob:
     """What the Trainer reads, and only that: its custom_config.
 

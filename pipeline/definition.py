@@ -16,13 +16,14 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_component_specs as keys
 
 import components.example_gen
 from components.example_gen.component import RetrievalExampleGen
 from components.preprocessing import transform_executor
 from components.recall_evaluator.component import RecallEvaluator
 from core import names
-from core.config import Config, TrainerJob
+from core.config import Config, TrainerJob, TransformJob
 from trainer import losses
 
 PREPROCESSING_FN = "components.preprocessing.tft_module.preprocessing_fn"
@@ -65,9 +66,11 @@ def create_components(cfg: Config, root: str | None = None,
     # Beam combine by every image's bytes, holding the whole split in the orchestrating
     # process (4 GiB at Cars196 scale; docs/benchmarks.md).
     statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
+        examples=example_gen.outputs[keys.EXAMPLES_KEY],
+        schema=schema_gen.outputs[keys.SCHEMA_KEY])
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs[keys.STATISTICS_KEY],
+        schema=schema_gen.outputs[keys.SCHEMA_KEY])
     # TFX's Transform with our executor (components/preprocessing/transform_executor.py: the
     # transformed pixels written at transform.compression_level, local Beam settings). No
     # statistics: the raw examples are checked by StatisticsGen + ExampleValidator, and
@@ -75,13 +78,10 @@ def create_components(cfg: Config, root: str | None = None,
     # read of the training split and about half of Transform's Beam pipeline, for nobody
     # to read.
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
+        examples=example_gen.outputs[keys.EXAMPLES_KEY],
+        schema=schema_gen.outputs[keys.SCHEMA_KEY],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"image_size": cfg.transform.image_size,
-                       "pad_value": list(cfg.transform.pad_value),
-                       "crop": cfg.transform.crop, "crop_margin": cfg.transform.crop_margin,
-                       transform_executor.COMPRESSION_LEVEL_KEY: cfg.transform.compression_level,
+        custom_config={names.TRANSFORM_JOB_KEY: TransformJob.of(cfg).to_dict(),
                        names.CODE_FINGERPRINT_KEY: code_fingerprint("components/preprocessing")},
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=cfg.data.output_splits),
@@ -97,9 +97,9 @@ def create_components(cfg: Config, root: str | None = None,
     losses.bind_loss(cfg.trainer.loss)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
+        examples=transform.outputs[keys.TRANSFORMED_EXAMPLES_KEY],
+        transform_graph=transform.outputs[keys.TRANSFORM_GRAPH_KEY],
+        schema=schema_gen.outputs[keys.SCHEMA_KEY],
         train_args=tfx.proto.TrainArgs(
             splits=["train"], num_steps=cfg.trainer.epochs * cfg.trainer.steps_per_epoch),
         eval_args=tfx.proto.EvalArgs(splits=[selection_split]),
@@ -115,15 +115,15 @@ def create_components(cfg: Config, root: str | None = None,
     # no ML Metadata resolver, which open-source Kubeflow Pipelines cannot run.
     serving_model_dir = serving_model_base(cfg)
     evaluator = RecallEvaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
+        examples=example_gen.outputs[keys.EXAMPLES_KEY],
+        model=trainer.outputs[keys.MODEL_KEY],
         serving_model_dir=serving_model_dir,
         evaluator_config=dataclasses.asdict(cfg.evaluator),
         code_fingerprint=code_fingerprint("components/recall_evaluator"),
     )
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model=trainer.outputs[keys.MODEL_KEY],
+        model_blessing=evaluator.outputs[keys.BLESSING_KEY],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )

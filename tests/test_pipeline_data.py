@@ -146,14 +146,16 @@ def test_transformed_examples_read_back_identical_at_another_compression_level(
     from tfx.utils import proto_utils
 
     from components.preprocessing import transform_executor
+    from core.names import TRANSFORM_JOB_KEY
 
     cfg = data_run
     [transform] = [c for c in create_components(cfg) if c.id == "Transform"]
     props = {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
              for k, v in transform.exec_properties.items()}
     custom = json.loads(props["custom_config"])
-    assert custom[transform_executor.COMPRESSION_LEVEL_KEY] == cfg.transform.compression_level
-    custom[transform_executor.COMPRESSION_LEVEL_KEY] = 6
+    job = custom[TRANSFORM_JOB_KEY]["transform"]
+    assert job["compression_level"] == cfg.transform.compression_level
+    job["compression_level"] = 6
     props["custom_config"] = json.dumps(custom)
 
     def artifact(cls, uri, splits=None):

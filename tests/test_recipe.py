@@ -66,10 +66,18 @@ def test_the_cropped_protocol_crops_before_padding_in_transform():
     jpeg = tf.io.encode_png(pixels)
     inputs = {"image": tf.reshape(jpeg, [1, 1]),
               "bbox": tf.constant([[0.25, 0.25, 0.75, 0.75]], tf.float32)}
-    config = {"image_size": 16, "pad_value": [0, 0, 0]}
-    whole = image_ops.parse_images(preprocessing_fn(inputs, dict(config))["image_u8"], 16)
+    from core.config import TransformJob, load_config
+    from core.names import TRANSFORM_JOB_KEY
+
+    def custom_config(crop):
+        cfg = load_config(overrides={"transform": {"image_size": 16, "pad_value": [0, 0, 0],
+                                                   "crop": crop, "crop_margin": 0.0},
+                                     "trainer": {"input_size": 16}})
+        return {TRANSFORM_JOB_KEY: TransformJob.of(cfg).to_dict()}  # as the pipeline gives it
+
+    whole = image_ops.parse_images(preprocessing_fn(inputs, custom_config("none"))["image_u8"], 16)
     cropped = image_ops.parse_images(preprocessing_fn(
-        inputs, dict(config, crop="bbox", crop_margin=0.0))["image_u8"], 16)
+        inputs, custom_config("bbox"))["image_u8"], 16)
     # Cropped: the box is half of its padded square; whole: an eighth of the photo's.
     assert cropped.numpy().mean() == pytest.approx(100, abs=8)
     assert whole.numpy().mean() == pytest.approx(25, abs=8)

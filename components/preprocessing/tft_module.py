@@ -1,8 +1,9 @@
-"""Transform's module file: ``preprocessing_fn``, raw Cars196 tf.Examples -> square uint8 images.
+"""Transform's module file: ``preprocessing_fn``, raw tf.Examples -> square uint8 images.
 
 Referenced by name (``components.preprocessing.tft_module.preprocessing_fn``) so
 it is imported from the installed package, also on Kubeflow. ``custom_config``
-carries ``image_size`` and ``pad_value`` from the pipeline config.
+carries the transform section of the config (``core.config.TransformJob``): the stored
+size, the padding and the crop protocol.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from components.preprocessing import image_ops
+from core.config import TransformJob
 from core.names import (BBOX_KEY, CLASS_NAME_KEY, IMAGE_ID_KEY, IMAGE_KEY, LABEL_KEY,
-                        TRANSFORMED_IMAGE_KEY)
+                        TRANSFORM_JOB_KEY, TRANSFORMED_IMAGE_KEY)
 
 
 def _flat(tensor: tf.Tensor) -> tf.Tensor:
@@ -20,13 +22,13 @@ def _flat(tensor: tf.Tensor) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
-    size = int(custom_config["image_size"])
-    pad_value = [int(v) for v in custom_config["pad_value"]]
+    t = TransformJob.from_dict(custom_config[TRANSFORM_JOB_KEY]).transform
     boxes = None
-    if custom_config.get("crop") == "bbox":  # the cropped protocol
+    if t.crop == "bbox":  # the cropped protocol
         boxes = tf.reshape(inputs[BBOX_KEY], [-1, 4])
-    images = image_ops.preprocess_bytes(_flat(inputs[IMAGE_KEY]), size, pad_value, boxes,
-                                        float(custom_config.get("crop_margin", 0.0)))
+    images = image_ops.preprocess_bytes(_flat(inputs[IMAGE_KEY]), int(t.image_size),
+                                        [int(v) for v in t.pad_value], boxes,
+                                        float(t.crop_margin))
     outputs = {TRANSFORMED_IMAGE_KEY: image_ops.serialize_images(images)}
     # The serving signature feeds only images: labels and ids are optional there.
     if LABEL_KEY in inputs:
