@@ -138,3 +138,52 @@ def test_a_loss_option_the_loss_does_not_take_fails_when_the_pipeline_is_built(t
     with pytest.raises(ConfigError, match=r"'trainer\.loss\.sigma' is not an option of loss "
                                           r"'batch_hard'"):
         create_pipeline(bad)
+
+
+# ------------------------------------------------------------------ one definition per name
+
+SOURCE_PACKAGES = list(LAYERS)
+
+
+def _assigned_constants(path: Path) -> set[str]:
+    """UPPER_CASE names assigned at the top level of ``path``."""
+    found = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        found.update(t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper())
+    return found
+
+
+def test_a_shared_name_of_core_names_is_defined_nowhere_else():
+    """core/names.py holds the names two modules share; a second definition of one of
+    them (once CODE_FINGERPRINT_KEY: "code" there, "code_fingerprint" in the evaluator's
+    constants) lets two writers and readers disagree."""
+    shared = _assigned_constants(ROOT / "core" / "names.py")
+    again = sorted(f"{path.relative_to(ROOT)}: {name}"
+                   for package in SOURCE_PACKAGES for path in (ROOT / package).rglob("*.py")
+                   if path != ROOT / "core" / "names.py"
+                   for name in _assigned_constants(path) & shared)
+    assert again == []
+
+
+def test_the_code_fingerprint_sits_under_one_key_in_every_component(tmp_path):
+    from core import names
+
+    cfg = small_config(tmp_path, tmp_path / "cars196")
+    for node_id in ("Transform", "Trainer"):
+        custom = node_parameters(cfg, node_id).parameters["custom_config"]
+        assert f'"{names.CODE_FINGERPRINT_KEY}"' in custom.field_value.string_value, node_id
+    assert names.CODE_FINGERPRINT_KEY in node_parameters(cfg, "RecallEvaluator").parameters
+
+
+def test_the_example_gen_input_split_is_dataset_neutral(tmp_path):
+    """One input split for all the files, named as TFX's default: no dataset's name."""
+    from tfx.proto import example_gen_pb2
+    from tfx.utils import proto_utils
+
+    cfg = small_config(tmp_path, tmp_path / "cars196")
+    raw = node_parameters(cfg, "RetrievalExampleGen").parameters["input_config"]
+    config = proto_utils.json_to_proto(raw.field_value.string_value, example_gen_pb2.Input())
+    assert [s.name for s in config.splits] == ["single_split"]
+    assert [s.pattern for s in config.splits] == [cfg.data.file_pattern]

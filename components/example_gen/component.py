@@ -1,4 +1,4 @@
-"""RetrievalExampleGen: TFX's file-based ExampleGen with a TFDS cars196 executor.
+"""RetrievalExampleGen: TFX's file-based ExampleGen with our executor, for every dataset.
 
 Being a FileBasedExampleGen gives us TFX's own driver: the input files are
 fingerprinted (a changed archive invalidates the cache), and a ``{SPAN}``
@@ -8,6 +8,7 @@ pattern picks the newest span for scheduled retraining.
 from __future__ import annotations
 
 from google.protobuf import any_pb2, struct_pb2
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
@@ -16,10 +17,11 @@ from components.example_gen import executor
 
 
 class RetrievalExampleGen(FileBasedExampleGen):
-    """Ingests the four Cars196 files into class-disjoint train/valid/eval splits.
+    """Ingests a dataset's original files (``data.dataset``, read by the source in
+    ``sources.py``) into class-disjoint train/(valid/)eval splits.
 
     Args:
-      source_dir: directory holding the four files, or the parent of span
+      source_dir: directory holding the dataset's files, or the parent of span
         directories when ``file_pattern`` contains ``{SPAN}``.
       split_rule: ``DataConfig.split_rule(evaluator)``: class ranges, hold-out, corrupt
         policy, the least a split needs to judge (evaluator.min_eval_classes, min_queries).
@@ -35,8 +37,9 @@ class RetrievalExampleGen(FileBasedExampleGen):
         packed.Pack(rule)
         super().__init__(
             input_base=source_dir,
-            input_config=example_gen_pb2.Input(
-                splits=[example_gen_pb2.Input.Split(name="cars196", pattern=file_pattern)]),
+            # One input "split" holding all the files, under TFX's own neutral name
+            # ("single_split"): the executor splits by class, not by input file.
+            input_config=example_gen_utils.make_default_input_config(file_pattern),
             # One hash bucket each: only the names matter, the executor splits by class.
             output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
                 splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1)
