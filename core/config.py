@@ -616,11 +616,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping | None
     return _build(merged, source, base_dir)
 
 
-def config_from_dict(values: Mapping, source: str = "<dict>") -> Config:
-    """Rebuild (and re-validate) a Config from ``Config.to_dict()``, e.g. inside a component."""
-    return _build(_merge(_read_yaml(DEFAULTS_FILE), values, "", source), source, base_dir=None)
-
-
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping, at any depth.
 

@@ -155,11 +155,6 @@ def model_layout(path: str) -> tuple[str, str]:
     raise _error(f"{path} holds no SavedModel; --model takes {MODEL_LAYOUTS}")
 
 
-def resolve_model_dir(path: str) -> str:
-    """The SavedModel directory behind ``path`` (see ``model_layout``)."""
-    return model_layout(path)[0]
-
-
 def _config_hint(config_path: str | None) -> str:
     if config_path:
         return (f"run the pipeline with {config_path} first (cgd pipeline run --config "
