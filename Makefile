@@ -33,7 +33,7 @@ $(STAMP): requirements.lock constraints.txt setup.py scripts/lock.py
 	$(PY) -m pip install -q --require-hashes --no-deps --no-build-isolation -r requirements.lock; \
 	$(PY) -m pip install -q --no-deps --no-build-isolation --use-pep517 -e .; \
 	$(PY) -m pip check; \
-	$(PY) -m pipeline.tfx_cli_quiet; \
+	$(PY) -m cli.tfx_cli_quiet; \
 	touch $(STAMP)
 
 # Regenerate requirements.lock and requirements-gpu.lock after changing constraints.txt,

@@ -1,13 +1,13 @@
-"""CGD car retrieval as a TFX pipeline. Install with the pins: pip install -c constraints.txt -e ."""
+"""CGD fine-grained image retrieval as a TFX pipeline. Install with the pins: pip install -c constraints.txt -e ."""
 from setuptools import find_packages, setup
 
 setup(
     name="cgd-retrieval",
     version="0.1.0",
-    description="Fine-grained car retrieval (CGD on Cars196) as a production TFX pipeline",
+    description="Fine-grained image retrieval (CGD: cars, birds, products) as a production TFX pipeline",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["core*", "pipeline*", "components*", "trainer*", "serving*",
-                                    "kubeflow*"]),
+    packages=find_packages(include=["core*", "search*", "pipeline*", "cli*", "components*", "trainer*",
+                                    "serving*", "kubeflow*"]),
     package_data={
         "core": ["config.yaml"],
         "components": ["example_gen/schema.pbtxt"],
@@ -32,10 +32,11 @@ setup(
         "pillow",
         "scipy",
         "scikit-learn",
+        "faiss-cpu",  # the gallery index: exact and approximate search (#25)
         "pyyaml",
         "croniter",  # validates the Kubeflow recurring-run schedule
         "psutil",  # local_runner.py reads `tfx run create`'s pipeline name
     ],
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": ["cgd=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["cgd=cli.main:main"]},
 )

@@ -90,7 +90,7 @@ def sample_dir(classes: int, images_per_class: int, seed: int) -> Path:
     out = CACHE / f"cars196-real-{classes}x{images_per_class}-s{seed}"
     done = out / "summary.json"
     if not done.exists():
-        from components.cars196.sample_data import make_sample_data
+        from components.datasets.cars196.sample import make_sample_data
         print(f"generating real-size Cars196 archives ({classes} classes x "
               f"{images_per_class} images) in {out} (once; a few minutes at full scale)",
               flush=True)

@@ -119,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.classes, args.images_per_class = [8, 16], 6
-    from components.cars196.sample_data import make_sample_data
+    from components.datasets.cars196.sample import make_sample_data
     rows = {}
     with tempfile.TemporaryDirectory() as work:
         # Untimed: the first TFX run in a process pays its imports and ML Metadata's and

@@ -94,12 +94,12 @@ def _argpartition_topk(d2: np.ndarray, k: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def argpartition_selection():
-    saved = M._topk_sorted
-    M._topk_sorted = _argpartition_topk
+    saved = M.topk_sorted
+    M.topk_sorted = _argpartition_topk
     try:
         yield
     finally:
-        M._topk_sorted = saved
+        M.topk_sorted = saved
 
 
 def measure(fn):

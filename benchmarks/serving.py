@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The installed `cgd` entry point, run with this interpreter.
-CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
+CGD_MAIN = "import sys; from cli.main import main; sys.exit(main())"
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -6,7 +6,7 @@ environment variable reaches them. ``stderr_without(pattern)`` pipes fd 2 throug
 small separate process for the duration: the lines matching ``pattern`` are dropped,
 everything else goes on to the real stderr in order and at once. A process, not a
 thread, so that what is written just before a crash (an abort's message) still gets out.
-Used by pipeline.noise (the TensorFlow import) and serving.stderr_filter (libjpeg).
+Used by cli.noise (the TensorFlow import) and serving.stderr_filter (libjpeg).
 Imports nothing of ours.
 """
 

@@ -61,7 +61,7 @@ def _client_class():
     without the reason; a refused connection or a TLS failure is not retried there but escapes
     as urllib3's MaxRetryError with a 90-line traceback. urllib3 still retries a failed
     connection (3 times, at once); its "Retrying" warnings are quieted by the command
-    (pipeline/noise.py quiet_kfp_client).
+    (cli/noise.py quiet_kfp_client).
     """
     import kfp
 

@@ -17,10 +17,9 @@ import os
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported
-from pipeline.noise import quiet_google_version_warnings  # noqa: E402 (light: no TensorFlow)
-
-# Google's client libraries warn at import about this Python version and their own pins.
-quiet_google_version_warnings()
+# Google's version warnings and TensorFlow's import noise are quieted by the venv's hook
+# (cli/tfx_cli_quiet.py) in every process marked as a quiet child: the tfx CLI's children,
+# and this file when `cgd pipeline run` starts it.
 
 from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
@@ -31,7 +30,7 @@ from pipeline.definition import create_pipeline  # noqa: E402
 
 def run() -> None:
     from core.errors import CliError
-    from pipeline import tfx_cli
+    from pipeline import tfx_registry as tfx_cli
     from pipeline.definition import pipeline_root
     from pipeline.summary import RunState, run_summary
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -41,32 +40,6 @@ def run_local(cfg: Config, wait: bool = False) -> str:
 def pipeline_log_path(cfg: Config) -> str:
     """Where `cgd pipeline run` and `cgd retrain` append the orchestrator's full output."""
     return os.path.join(os.path.dirname(cfg.pipeline.root), "logs", f"{cfg.pipeline.name}.log")
-
-
-def run_shown(cfg: Config, config_path: str | None, wait: bool = False) -> str:
-    """One run in a subprocess (pipeline/local_runner.py): progress on the console, the
-    full log in ``pipeline_log_path``, a failure as one CliError line; the summary line.
-
-    The run lock is taken here, before the subprocess imports TensorFlow (a refusal is
-    PipelineRunning at once), and handed to the subprocess (``run_lock.LOCK_FD_ENV``).
-    """
-    from pipeline import console, run_lock
-
-    log_path = pipeline_log_path(cfg)
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    env.pop("CGD_CONFIG", None)
-    if config_path:
-        env["CGD_CONFIG"] = os.path.abspath(config_path)
-    with run_lock.acquire(cfg, wait=wait,
-                          hint="add --wait to wait for it, or try again when it has finished"
-                          ) as lock:
-        env[run_lock.LOCK_FD_ENV] = str(lock.fd)
-        print(f"==> pipeline {cfg.pipeline.name} (local orchestrator); full log: {log_path}",
-              flush=True)
-        output = console.run_shown([sys.executable, str(LOCAL_RUNNER)], env, log_path,
-                                   f"pipeline {cfg.pipeline.name}", pass_fds=(lock.fd,))
-    prefix = f"pipeline {cfg.pipeline.name}: "
-    return next((line.strip() for line in reversed(output) if line.startswith(prefix)), "")
 
 
 def parse_interval(text: str) -> float:

@@ -33,7 +33,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Releases uploaded after this are not considered: move it forward to update the locks.
 EXCLUDE_NEWER = "2026-12-07T00:00:00Z"
-PLATFORM = ("--python-version", "3.10", "--python-platform", "x86_64-manylinux_2_17")
+# manylinux_2_28 (glibc 2.28+): faiss-cpu 1.15.1 ships no older x86_64 wheel. Debian 12 (2.36)
+# and the image's Ubuntu 22.04 (2.35) both qualify; TensorFlow's 2_17 wheels still match.
+PLATFORM = ("--python-version", "3.10", "--python-platform", "x86_64-manylinux_2_28")
 LOCKS = {
     "requirements.lock": {
         "sources": ["setup.py", "scripts/install-tools.in"], "extras": ["test"]},

@@ -19,7 +19,7 @@ Beside it: ``deploy_config`` (TF Serving's config protos, for ``serving/deploy``
 with the trainer's export contract), ``stderr_filter`` (libjpeg's bare lines off
 ``cgd serve``'s stderr) and ``commands`` (``cgd serve/embed/index/search``).
 Of our other packages, serving imports only ``core`` and that one evaluator function.
-Who imports serving: ``pipeline/cli.py`` (``commands``, by name) and ``pipeline/demo.py``
+Who imports serving: ``cli/main.py`` (``commands``, by name) and ``cli/demo.py``
 (``client``, ``index``, ``model_server``, ``stderr_filter``).
 ``tests/test_serving.py`` checks this picture against the imports.
 """

@@ -5,7 +5,7 @@ or ``MonitoringConfig``; ``deploy_proto_classes`` rebuilds those two, and
 ``read_batching_parameters`` reads a ``--batching_parameters_file`` the way
 ``tensorflow_model_server`` does.
 
-Imports nothing of ours and no TensorFlow; ``serving.commands`` and the tests import it.
+Imports nothing of ours and no TensorFlow; ``cli.serving_commands`` and the tests import it.
 """
 
 from __future__ import annotations

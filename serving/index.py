@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from components.recall_evaluator.metrics import nearest_neighbours
+from search.exact import nearest_neighbours
 
 log = logging.getLogger("cgd.serving.index")
 

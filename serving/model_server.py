@@ -22,7 +22,7 @@ are mapped in ``serving.errors``; counts and the Prometheus page are
     with ModelServer("/srv/models", "cgd", grpc_port=0, rest_port=0) as server:
         print(server.grpc_target, server.rest_url)
 
-Imports the serving modules above; imported by ``serving.commands``, the demo and tests.
+Imports the serving modules above; imported by ``cli.serving_commands``, the demo and tests.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ carry nothing more: ``cgd serve`` runs with fd 2 piped through a small filter pr
 that drops exactly the lines matching ``LIBJPEG_MESSAGE`` (jerror.h's decoding errors
 and warnings) and passes everything else on as it comes. A separate process, not a
 thread, so that what the server writes just before it dies (an abort's message) still
-reaches the terminal. The filter process is core.stderr_filter's, which ``pipeline.noise`` uses for the
-TensorFlow import too. Only ``serving.commands`` and the demo import this module.
+reaches the terminal. The filter process is core.stderr_filter's, which ``cli.noise`` uses for the
+TensorFlow import too. Only ``cli.serving_commands`` and the demo import this module.
 """
 
 from __future__ import annotations

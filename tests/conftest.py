@@ -32,7 +32,7 @@ RETRAIN_SAMPLE = dict(SAMPLE, images_per_class=24)
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory):
-    from components.cars196.sample_data import make_sample_data
+    from components.datasets.cars196.sample import make_sample_data
     out = tmp_path_factory.mktemp("cars196_sample")
     return make_sample_data(out, **SAMPLE)
 

@@ -13,8 +13,8 @@ from PIL import Image
 from components.recall_evaluator.embedding import embed_with_signature, read_eval_images
 from components.recall_evaluator.metrics import retrieval_metrics
 from core.config import TrainerJob
-from pipeline.analysis import GRID_BACKGROUND, GRID_GAP, grid_layout, model_layout
-from pipeline.cli import main as cgd
+from cli.analysis_commands import GRID_BACKGROUND, GRID_GAP, grid_layout, model_layout
+from cli.main import main as cgd
 from tests.conftest import latest_output, small_config
 from trainer import export, sampler, task
 from trainer.model import embedding_model

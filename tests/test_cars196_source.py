@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from components.cars196 import tfds_source
+from components.datasets.cars196 import source as tfds_source
 from components.datasets import archive
-from components.cars196.sample_data import make_sample_data
+from components.datasets.cars196.sample import make_sample_data
 from core.names import CARS196_FILES
 from tests.conftest import SAMPLE
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
+CGD_MAIN = "import sys; from cli.main import main; sys.exit(main())"
 MODEL = "cgd"
 # What no successful command may print.
 NOISE = re.compile(r"Unable to register cu(FFT|DNN|BLAS) factory|FutureWarning|"
@@ -80,7 +80,7 @@ def test_sample_data_small_job_prints_one_line(tmp_path):
 
 
 def test_sample_data_progress_only_for_a_long_job(caplog):
-    from pipeline.commands import progress_logger
+    from cli.pipeline_commands import progress_logger
     caplog.set_level(logging.INFO, logger="cgd")
     now = [0.0]
 
@@ -138,7 +138,7 @@ if mode == "abort":
 
 IMPORT_IT = """
 import sys
-from pipeline.noise import quiet_third_party_noise
+from cli.noise import quiet_third_party_noise
 quiet_third_party_noise(verbose={verbose})
 import tensorflow
 print("after import", file=sys.stderr)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from components.datasets import cub200, records
-from components.datasets.cub200_sample import make_sample_data
+from components.datasets import records
+from components.datasets.cub200 import source as cub200
+from components.datasets.cub200.sample import make_sample_data
 from components.datasets.records import DatasetSourceError
 from components.datasets.synthetic import write_tgz
 

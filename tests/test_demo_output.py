@@ -1,6 +1,6 @@
 """`cgd demo`'s console output: what it shows of the tfx CLI's output, and of a failure.
 
-Fast: the filter (pipeline/demo.py: progress_line, progress_lines, failure_summary)
+Fast: the filter (cli/demo.py: progress_line, progress_lines, failure_summary)
 is fed lines copied from real runs' out/demo/logs/tfx.log (TFX 1.16, local
 orchestrator, Beam DirectRunner in multi_processing mode), and run_tfx_cli runs
 a stand-in for the tfx CLI that prints them. No pipeline runs.
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.errors import CliError
-from pipeline import console, demo
+from cli import console, demo
 
 
 def log_lines(text: str) -> list[str]:
@@ -192,7 +192,7 @@ Traceback (most recent call last):
     files = check_source_dir(source_dir)
   File "/work/main/components/cars196/tfds_source.py", line 51, in check_source_dir
     raise Cars196SourceError(
-components.cars196.tfds_source.Cars196SourceError: Cars196 source directory /tmp/demo_fail/src is missing cars_test_annos_withlabels.mat. Expected the four files cars_train.tgz, cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; found: car_devkit.tgz, cars_test.tgz, cars_train.tgz
+components.datasets.cars196.source.Cars196SourceError: Cars196 source directory /tmp/demo_fail/src is missing cars_test_annos_withlabels.mat. Expected the four files cars_train.tgz, cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; found: car_devkit.tgz, cars_test.tgz, cars_train.tgz
 Exception ignored in: <function AtomicFunction.__del__ at 0x7f0752eb39a0>
 Traceback (most recent call last):
   File "/work/main/.venv/lib/python3.10/site-packages/tensorflow/python/eager/polymorphic_function/atomic_function.py", line 291, in __del__
@@ -498,7 +498,7 @@ def test_failure_summary_names_the_component_error_and_the_log():
     log_path = "/work/main/out/demo/logs/tfx.log"
     assert console.failure_summary(SOURCE_FAILURE_LOG, log_path) == textwrap.dedent("""\
         error in component RetrievalExampleGen:
-          components.cars196.tfds_source.Cars196SourceError: Cars196 source directory \
+          components.datasets.cars196.source.Cars196SourceError: Cars196 source directory \
 /tmp/demo_fail/src is missing cars_test_annos_withlabels.mat. Expected the four files \
 cars_train.tgz, cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; found: \
 car_devkit.tgz, cars_test.tgz, cars_train.tgz
@@ -567,14 +567,14 @@ def test_run_tfx_cli_prints_progress_and_the_error_then_raises(fake_tfx, capsys)
         "    $ tfx run create", "    Component RetrievalExampleGen: running",
         "    Component RetrievalExampleGen: failed"]
     assert console[5] == "    error in component RetrievalExampleGen:"
-    assert console[6].startswith("      components.cars196.tfds_source.Cars196SourceError: ")
+    assert console[6].startswith("      components.datasets.cars196.source.Cars196SourceError: ")
     assert console[7:] == [f"    full log: {log_path}"]
     logged = log_path.read_text()
     assert "".join(SOURCE_FAILURE_LOG) in logged and "".join(CREATE_LOG) in logged
 
 
 def test_cgd_demo_failure_is_one_error_line(fake_tfx, capsys):
-    from pipeline import cli
+    from cli import main as cli
     source = fake_tfx / "cars196"
     source.mkdir()
     for name in demo.CARS196_FILES:
@@ -596,7 +596,7 @@ def test_cgd_demo_failure_is_one_error_line(fake_tfx, capsys):
 def test_demo_search_names_each_image_by_archive_and_member(tmp_path):
     """The archives number their members alike (cars_train/00003.jpg and cars_test/00003.jpg
     are different cars): the query and every hit are named by archive and member."""
-    from components.cars196.sample_data import make_sample_data
+    from components.datasets.cars196.sample import make_sample_data
     source = tmp_path / "cars196"
     make_sample_data(source, num_classes=4, images_per_class=4, seed=0)
     cfg = SimpleNamespace(data=SimpleNamespace(
@@ -625,7 +625,7 @@ def test_readme_where_outputs_go_lists_what_the_demo_writes_itself():
     import re
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    written = set(re.findall(r'os\.path\.join\(work, "([^"]+)"\)', (root / "pipeline" / "demo.py").read_text()))
+    written = set(re.findall(r'os\.path\.join\(work, "([^"]+)"\)', (root / "cli" / "demo.py").read_text()))
     assert {"parse", "gallery", "gallery.index.npz"} <= written
     readme = root.joinpath("README.md").read_text()
     table = readme[readme.index("### Where outputs go"):readme.index("## Real Cars196")]

@@ -16,7 +16,7 @@ import time
 
 import yaml
 
-from components.cars196.sample_data import make_sample_data
+from components.datasets.cars196.sample import make_sample_data
 from tests.conftest import BLACK_PADDING, RETRAIN_SAMPLE, UNTRAINED, latest_output, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +99,7 @@ def test_tfx_cli_run_killed_restarts_then_rerun_is_cached(sample_data, tmp_path)
     # 3. Nothing changed: everything up to the Trainer comes from the cache, and
     #    the model already in production is not pushed again.
     # The terminal gets the digest; the whole run's log is appended to the pipeline's log
-    # file (pipeline/tfx_cli.py), where TFX's own launcher lines are.
+    # file (cli/tfx_cli.py), where TFX's own launcher lines are.
     log_file = os.path.join(os.path.dirname(cfg.pipeline.root), "logs", "cgd-cli.log")
     logged_before = os.path.getsize(log_file)
     again = tfx_cli(["run", "create", "--engine", "local", "--pipeline_name", "cgd-cli"], env)
@@ -138,7 +138,7 @@ def _assert_live_artifacts_are_complete(cfg):
 
 
 def test_retraining_on_new_spans_pushes_only_better_models_and_serving_follows(tmp_path):
-    from pipeline.cli import main as cgd
+    from cli.main import main as cgd
     from pipeline.run import run_local
     from serving.client import EmbeddingClient
     from serving.model_server import ModelServer
@@ -203,7 +203,7 @@ def test_a_split_change_compares_with_production_only_on_classes_it_has_not_seen
     """Run 1 blesses a model trained on classes 1-10; run 2 moves the split (eval 9-16), so
     two eval classes are production's validation classes: named, and left out of the
     paired comparison, which runs on classes 11-16 alone."""
-    from components.cars196.tfds_source import CLASS_NAMES
+    from components.datasets.cars196.source import CLASS_NAMES
     from components.recall_evaluator import production
     from pipeline.run import run_local
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from components.datasets import folder, records
-from components.datasets.folder_sample import make_sample_data
+from components.datasets import records
+from components.datasets.folder import source as folder
+from components.datasets.folder.sample import make_sample_data
 from components.datasets.records import DatasetSourceError
 
 
@@ -110,7 +111,7 @@ def test_sample_files_are_byte_identical_for_a_seed(tmp_path, csv):
 def test_skipped_files_are_counted_and_logged_once(folders, caplog):
     listing = folder.list_images(folders.out_dir)
     assert listing.ignored == folders.ignored and len(listing.ignored) == 5
-    with caplog.at_level("INFO", logger="components.datasets.folder"):
+    with caplog.at_level("INFO", logger="components.datasets.folder.source"):
         _records(folders.out_dir)
     lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(lines) == 1 and "skipped 5 file(s)" in lines[0]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from components.datasets import inshop, records
-from components.datasets.inshop_sample import make_sample_data
+from components.datasets import records
+from components.datasets.inshop import source as inshop
+from components.datasets.inshop.sample import make_sample_data
 from components.datasets.records import DatasetSourceError
 
 MEMBER = re.compile(r"img/(MEN|WOMEN)/[A-Za-z_]+/id_\d{8}/\d{2}_\d_[a-z]+\.jpg")
@@ -293,7 +294,7 @@ def test_an_empty_box_falls_back_to_the_whole_image(sample, tmp_path, caplog):
     name, clothes, pose, *_ = lines[2].split()
     lines[2] = f"{name} {clothes} {pose} 100 050 100 200"  # x_2 == x_1: no width
     _write_lines(path, lines)
-    with caplog.at_level("WARNING", logger="components.datasets.inshop"):
+    with caplog.at_level("WARNING", logger="components.datasets.inshop.source"):
         parsed = {r["image_id"]: r for r in inshop.iter_records(str(source), str(tmp_path / "w"))}
     image_id = inshop.image_id_of(name)
     record = parsed[image_id]

@@ -64,7 +64,7 @@ def write_config(tmp_path, data: dict | None = None, **kubeflow) -> tuple[str, o
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """`cgd kubeflow compile` to .json once; the parsed PipelineJob, its path and the config."""
-    from pipeline.cli import main
+    from cli.main import main
 
     tmp = tmp_path_factory.mktemp("kubeflow")
     config_file, cfg = write_config(tmp)
@@ -361,7 +361,7 @@ def test_vertex_target_names_the_trainer_gpu_as_vertex_does(tmp_path):
 
 
 def test_json_output_refuses_volumes_and_gpu_node_selector_naming_the_keys(tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
 
     config_file, _ = write_config(tmp_path, volumes=VOLUMES[:1])
     out = tmp_path / "pipeline.json"
@@ -376,7 +376,7 @@ def test_json_output_refuses_volumes_and_gpu_node_selector_naming_the_keys(tmp_p
 # ------------------------------------------------------------------ compile errors
 
 def test_compile_without_image_names_flag_and_key(tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
 
     config_file, _ = write_config(tmp_path)
     out = tmp_path / "pipeline.json"
@@ -396,7 +396,7 @@ def test_compile_without_image_names_flag_and_key(tmp_path, capsys):
     ({"gpu_limit_resource": ""}, "kubeflow.gpu_limit_resource"),
 ])
 def test_compile_setting_errors_name_the_key(tmp_path, capsys, kubeflow, expected):
-    from pipeline.cli import main
+    from cli.main import main
 
     config_file, _ = write_config(tmp_path, **kubeflow)
     assert main(["kubeflow", "compile", "--config", config_file, "--image", IMAGE,
@@ -413,7 +413,7 @@ def test_compile_setting_errors_name_the_key(tmp_path, capsys, kubeflow, expecte
     ({"volumes": ["cars196-data:mnt/data"]}, "kubeflow.volumes[0]"),
 ])
 def test_config_validation_names_the_bad_kubeflow_key(tmp_path, capsys, kubeflow, expected):
-    from pipeline.cli import main
+    from cli.main import main
 
     config_file = tmp_path / "bad.yaml"
     config_file.write_text(yaml.safe_dump(config_dict(tmp_path, **kubeflow)))
@@ -423,7 +423,7 @@ def test_config_validation_names_the_bad_kubeflow_key(tmp_path, capsys, kubeflow
 
 
 def test_compile_with_the_packaged_defaults_refuses_to_guess_the_pipeline_root(tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
 
     assert main(["kubeflow", "compile", "--image", IMAGE,
                  "--output", str(tmp_path / "p.json")]) == 1
@@ -497,7 +497,7 @@ def test_bad_cron_is_refused_naming_the_expression(cron, message):
 def test_a_cron_croniter_takes_but_kfp_refuses_is_reported_in_one_line(compiled, server,
                                                                        tmp_path, capsys):
     """croniter reads day-of-week 7 as Sunday, KFP's robfig/cron refuses it: KFP's word wins."""
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     config_file, _ = write_config(tmp_path)
@@ -512,7 +512,7 @@ def test_a_cron_croniter_takes_but_kfp_refuses_is_reported_in_one_line(compiled,
 
 def test_submit_sends_our_schema_2_1_0_spec_and_the_pipeline_root_to_kfp(compiled, server,
                                                                            tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     job, out, _ = compiled
     config_file, _ = write_config(tmp_path)
@@ -533,7 +533,7 @@ def test_submit_sends_our_schema_2_1_0_spec_and_the_pipeline_root_to_kfp(compile
 
 def test_submit_defaults_experiment_and_run_name_and_the_host_flag_wins(compiled, server,
                                                                          tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, cfg = compiled
     config_file, _ = write_config(tmp_path, host="http://127.0.0.1:9")  # nothing listens
@@ -546,7 +546,7 @@ def test_submit_defaults_experiment_and_run_name_and_the_host_flag_wins(compiled
 
 
 def test_submit_uses_kubeflow_host_from_the_config(compiled, server, tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     config_file, _ = write_config(tmp_path, host=server.host)
@@ -556,7 +556,7 @@ def test_submit_uses_kubeflow_host_from_the_config(compiled, server, tmp_path):
 
 def test_schedule_creates_a_recurring_run_on_kfps_six_field_cron_one_at_a_time_without_catchup(
         compiled, server, tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     job, out, _ = compiled
     config_file, _ = write_config(tmp_path)
@@ -576,7 +576,7 @@ def test_schedule_creates_a_recurring_run_on_kfps_six_field_cron_one_at_a_time_w
 
 def test_schedule_defaults_to_the_config_cron_job_name_and_experiment(compiled, server,
                                                                        tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, cfg = compiled
     config_file, _ = write_config(tmp_path, host=server.host, schedule_cron="30 1 * * 1-5")
@@ -596,7 +596,7 @@ def test_schedule_defaults_to_the_config_cron_job_name_and_experiment(compiled, 
 ])
 def test_submit_and_schedule_errors_come_before_any_call_to_kfp(compiled, server, tmp_path,
                                                                 capsys, argv, kubeflow, message):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     config_file, _ = write_config(tmp_path, **kubeflow)
@@ -610,7 +610,7 @@ def test_submit_and_schedule_errors_come_before_any_call_to_kfp(compiled, server
 
 
 def test_submit_refuses_a_missing_or_malformed_pipeline_file(server, tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
 
     config_file, _ = write_config(tmp_path, host=server.host)
     missing = tmp_path / "nope.json"
@@ -641,7 +641,7 @@ def test_compiled_yaml_package_reaches_kfp_as_pipeline_spec_and_platform_spec(ya
 
 
 def test_cgd_kubeflow_submit_sends_the_yaml_platform_spec_to_kfp(yaml_package, server, tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     docs, _, out, cfg = yaml_package
     config_file, _ = write_config(
@@ -654,7 +654,7 @@ def test_cgd_kubeflow_submit_sends_the_yaml_platform_spec_to_kfp(yaml_package, s
 
 def test_cgd_kubeflow_submit_of_a_yaml_spec_runs_under_kubeflow_pipeline_root(
         yaml_package, server, tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     docs, _, _, cfg = yaml_package
     single = tmp_path / "spec-only.yaml"  # what compile writes without volumes/node selector
@@ -724,7 +724,7 @@ def test_kfp_refuses_a_spec_compiled_the_old_way(old_spec, server, tmp_path):
 @pytest.mark.parametrize("action", [["submit"], ["schedule", "--cron", "0 3 * * 0"]])
 def test_cgd_kubeflow_reports_the_refusal_of_an_old_spec_in_one_error_line(
         old_spec, server, tmp_path, capsys, action):
-    from pipeline.cli import main
+    from cli.main import main
 
     path, problem = old_spec
     config_file, _ = write_config(tmp_path, host=server.host)
@@ -753,7 +753,7 @@ def test_a_kfp_api_refusal_is_one_line_with_kfps_reason(server):
 
 # ------------------------------------------------------------------ failures to reach the API
 
-CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
+CGD_MAIN = "import sys; from cli.main import main; sys.exit(main())"
 
 
 class StatusServer:
@@ -852,7 +852,7 @@ def cgd_subprocess(tmp_path, *args: str):
 
 def test_a_malformed_pipeline_file_is_reported_before_any_connection(tmp_path, capsys):
     """The file is checked first: nothing listens at the host, and the error is the file's."""
-    from pipeline.cli import main
+    from cli.main import main
 
     host = f"http://127.0.0.1:{closed_port()}"
     config_file, _ = write_config(tmp_path, host=host)
@@ -952,7 +952,7 @@ def test_a_connection_lost_after_healthz_is_one_line_too(server, compiled):
 
 
 def test_kubeflow_without_action_prints_help(capsys):
-    from pipeline.cli import main
+    from cli.main import main
     assert main(["kubeflow"]) == 2
     assert "compile" in capsys.readouterr().out
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from components.cars196.sample_data import make_sample_data
+from components.datasets.cars196.sample import make_sample_data
 from tests.conftest import BLACK_PADDING, RETRAIN_SAMPLE, UNTRAINED, small_config
 from tests.kfp_emulator import KfpEmulator, Refused, TaskFailed
 
@@ -209,7 +209,7 @@ def kfp_split_change(tmp_path_factory, sample_data):
 
 
 def test_the_pushed_model_carries_the_classes_it_was_trained_and_validated_on(kfp_split_change):
-    from components.cars196.tfds_source import CLASS_NAMES
+    from components.datasets.cars196.source import CLASS_NAMES
     from components.recall_evaluator import production
 
     [v1] = kfp_split_change["first_versions"]
@@ -222,7 +222,7 @@ def test_the_pushed_model_carries_the_classes_it_was_trained_and_validated_on(kf
 
 def test_after_a_split_change_the_verdict_names_the_overlap_and_compares_on_unseen_classes(
         kfp_split_change):
-    from components.cars196.tfds_source import CLASS_NAMES
+    from components.datasets.cars196.source import CLASS_NAMES
 
     emulator, (_, second) = kfp_split_change["emulator"], kfp_split_change["runs"]
     assert second.state("RetrievalExampleGen") == "COMPLETE"  # the new split was ingested

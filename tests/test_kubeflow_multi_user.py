@@ -32,7 +32,7 @@ SECRETS = (FILE_TOKEN, ENV_TOKEN, COOKIE.split("=", 1)[1])
 @pytest.fixture(scope="module")
 def pipeline_file(tmp_path_factory):
     """`cgd kubeflow compile` once for this module: the compiled PipelineJob's path."""
-    from pipeline.cli import main
+    from cli.main import main
 
     tmp = tmp_path_factory.mktemp("kubeflow_multi_user")
     config_file, _ = write_config(tmp)
@@ -74,7 +74,7 @@ def use_credential(kind: str, monkeypatch, tmp_path) -> None:
 
 def cgd(action: list[str], pipeline: str, server: KfpApiServer, tmp_path, *flags: str,
         **kubeflow) -> int:
-    from pipeline.cli import main
+    from cli.main import main
 
     config_file, _ = write_config(tmp_path, **dict({"host": server.host}, **kubeflow))
     return main(["kubeflow", *action, "--config", config_file, "--pipeline", pipeline, *flags])
@@ -221,7 +221,7 @@ def test_a_bad_namespace_is_refused_before_any_call(pipeline_file, server, tmp_p
 
 
 def test_kubeflow_namespace_in_the_config_is_validated(tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
 
     config_file = tmp_path / "bad.yaml"
     config_file.write_text(yaml.safe_dump(config_dict(tmp_path, namespace="Team A")))

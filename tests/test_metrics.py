@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from components.recall_evaluator import metrics as M
+from search import exact as S
 from components.recall_evaluator.ranking_picture import picture_size, render_rankings
 
 
@@ -118,8 +119,8 @@ def test_results_independent_of_block_size(block_size):
         pytest.approx([recall[k] for k in (1, 2, 4, 8)], abs=1e-12)
     assert out["map@r"] == pytest.approx(map_r, abs=1e-12)
     assert out["r_precision"] == pytest.approx(rp, abs=1e-12)
-    ref_idx, _ = M.nearest_neighbours(x, x, 10, block_size=1024, exclude_self=True)
-    idx, _ = M.nearest_neighbours(x, x, 10, block_size=block_size, exclude_self=True)
+    ref_idx, _ = S.nearest_neighbours(x, x, 10, block_size=1024, exclude_self=True)
+    idx, _ = S.nearest_neighbours(x, x, 10, block_size=block_size, exclude_self=True)
     np.testing.assert_array_equal(idx, ref_idx)
 
 
@@ -150,7 +151,7 @@ def test_topk_equals_stable_argsort_with_ties(seed):
     for k in {1, 2, min(n, 9), max(1, n // 3), n - 1, n}:
         k = max(1, k)
         expected = np.argsort(d2, axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(M._topk_sorted(d2, k), expected)
+        np.testing.assert_array_equal(M.topk_sorted(d2, k), expected)
 
 
 def test_map_at_r_hand_computed():
@@ -266,8 +267,8 @@ def test_per_query_values_match_brute_force_and_average_to_the_metrics(make):
 def test_per_query_values_come_from_the_same_single_knn_pass(monkeypatch):
     x, labels = grid_data(9, n=90)
     calls = []
-    topk = M._topk_sorted
-    monkeypatch.setattr(M, "_topk_sorted", lambda d2, k: calls.append(d2.shape) or topk(d2, k))
+    topk = M.topk_sorted
+    monkeypatch.setattr(M, "topk_sorted", lambda d2, k: calls.append(d2.shape) or topk(d2, k))
     pq = M.per_query_metrics(x, labels, ks=(1, 2, 4, 8), block_size=30)
     assert calls == [(30, 90)] * 3  # one top-k selection per block of queries, nothing more
     assert set(pq.values) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r",
@@ -285,7 +286,7 @@ def test_nearest_neighbours_matches_brute_force():
     rng = np.random.default_rng(3)
     g = rng.standard_normal((70, 9))
     q = rng.standard_normal((23, 9))
-    idx, dist = M.nearest_neighbours(q, g, 12, block_size=5)
+    idx, dist = S.nearest_neighbours(q, g, 12, block_size=5)
     ref_idx, ref_dist = brute_knn(q, g, 12)
     assert idx.dtype == np.int64 and dist.dtype == np.float32
     assert idx.shape == dist.shape == (23, 12)
@@ -295,7 +296,7 @@ def test_nearest_neighbours_matches_brute_force():
 
 def test_exclude_self_never_returns_the_query():
     x, _ = grid_data(2, n=80)
-    idx, dist = M.nearest_neighbours(x, x, 79, block_size=9, exclude_self=True)
+    idx, dist = S.nearest_neighbours(x, x, 79, block_size=9, exclude_self=True)
     assert not (idx == np.arange(80)[:, None]).any()
     for i in range(80):  # every other image appears exactly once
         assert sorted(idx[i]) == [j for j in range(80) if j != i]
@@ -304,14 +305,14 @@ def test_exclude_self_never_returns_the_query():
     np.testing.assert_allclose(dist, ref_dist, atol=1e-6)
     # Without exclude_self each distinct point finds itself first.
     y = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
-    idx0, dist0 = M.nearest_neighbours(y, y, 1)
+    idx0, dist0 = S.nearest_neighbours(y, y, 1)
     np.testing.assert_array_equal(idx0[:, 0], np.arange(30))
     assert np.all(dist0 < 1e-3)
 
 
 def test_exclude_self_keeps_duplicates_and_breaks_ties_by_index():
     x = np.ones((6, 3), dtype=np.float32)  # six identical embeddings
-    idx, dist = M.nearest_neighbours(x, x, 5, exclude_self=True, block_size=4)
+    idx, dist = S.nearest_neighbours(x, x, 5, exclude_self=True, block_size=4)
     for i in range(6):
         assert list(idx[i]) == [j for j in range(6) if j != i]
     assert np.all(dist == 0.0)  # safe sqrt: exact zeros, no NaN
@@ -393,13 +394,13 @@ def test_invalid_inputs(embeddings, labels, kwargs, message):
 
 def test_invalid_nearest_neighbour_arguments():
     with pytest.raises(ValueError, match="k must be an integer in \\[1, 3\\]"):
-        M.nearest_neighbours(GOOD, GOOD, 4, exclude_self=True)
+        S.nearest_neighbours(GOOD, GOOD, 4, exclude_self=True)
     with pytest.raises(ValueError, match="k must be"):
-        M.nearest_neighbours(GOOD, GOOD, 0)
+        S.nearest_neighbours(GOOD, GOOD, 0)
     with pytest.raises(ValueError, match="dimension"):
-        M.nearest_neighbours(GOOD, np.zeros((4, 3), np.float32), 1)
+        S.nearest_neighbours(GOOD, np.zeros((4, 3), np.float32), 1)
     with pytest.raises(ValueError, match="exclude_self"):
-        M.nearest_neighbours(GOOD[:2], GOOD, 1, exclude_self=True)
+        S.nearest_neighbours(GOOD[:2], GOOD, 1, exclude_self=True)
     with pytest.raises(ValueError, match="at least 2"):
         M.recall_at_k(GOOD[:1], [0])
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from components.recall_evaluator import ranking_picture as RP
-from pipeline.analysis import GRID_BACKGROUND, GRID_GAP, draw_grid, grid_layout
+from cli.analysis_commands import GRID_BACKGROUND, GRID_GAP, draw_grid, grid_layout
 
 INK = 128  # a pixel darker than this (all channels) is text
 
@@ -98,7 +98,7 @@ def test_ranking_png_has_one_caption_per_tile_with_class_and_distance(rankings):
 
     # The captions say what they should: the same queries and neighbours as write_rankings.
     chosen = np.sort(np.random.default_rng(0).choice(12, size=3, replace=False))
-    from components.recall_evaluator.metrics import nearest_neighbours
+    from search.exact import nearest_neighbours
     index, distance = nearest_neighbours(embeddings, embeddings, k=5, exclude_self=True)
     for row, q in enumerate(chosen):
         # The query: its 1-based class id, one line.

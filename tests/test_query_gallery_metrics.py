@@ -248,8 +248,8 @@ def test_query_gallery_is_blocked_over_queries_against_the_gallery_only(monkeypa
     x, labels = grid_data(9, n=90)
     roles = np.array(["query"] * 40 + ["gallery"] * 35 + [""] * 15)
     calls = []
-    topk = M._topk_sorted
-    monkeypatch.setattr(M, "_topk_sorted", lambda d2, k: calls.append(d2.shape) or topk(d2, k))
+    topk = M.topk_sorted
+    monkeypatch.setattr(M, "topk_sorted", lambda d2, k: calls.append(d2.shape) or topk(d2, k))
     M.per_query_metrics(x, labels, block_size=16, roles=roles)
     # 55 queries (40 + 15) in blocks of 16, each against the 50 gallery images (35 + 15).
     assert calls == [(16, 50), (16, 50), (16, 50), (7, 50)]

@@ -26,7 +26,7 @@ def readme_block(heading: str) -> str:
 
 
 def test_the_tfx_cli_block_runs_as_written_after_make_demo(tmp_path):
-    from components.cars196.sample_data import make_sample_data
+    from components.datasets.cars196.sample import make_sample_data
 
     repo = tmp_path / "repo"
     (repo / "configs").mkdir(parents=True)
@@ -47,7 +47,7 @@ def test_the_tfx_cli_block_runs_as_written_after_make_demo(tmp_path):
         env=dict(new_shell, CGD_CONFIG=str(repo / "configs" / "demo.yaml"),
                  LOCAL_HOME=str(repo / "out" / "demo" / "tfx_home")), timeout=600)
     assert registered.returncode == 0, registered.stderr[-2000:]
-    # The tfx CLI process is quieted by the venv's .pth hook (pipeline/tfx_cli_quiet.py):
+    # The tfx CLI process is quieted by the venv's .pth hook (cli/tfx_cli_quiet.py):
     # the command prints TFX's own lines only.
     assert [line for line in (registered.stdout + registered.stderr).splitlines()
             if line.strip()] == ["CLI", "Creating pipeline",

@@ -157,7 +157,7 @@ def component_dirs(cfg):
 
 
 def test_cgd_pipeline_run_refuses_in_one_line_before_any_component_runs(config, capsys):
-    from pipeline.cli import main as cgd
+    from cli.main import main as cgd
     cfg, path = config
     holder = hold(path)
     try:
@@ -174,7 +174,7 @@ def test_cgd_pipeline_run_refuses_in_one_line_before_any_component_runs(config, 
 
 
 def test_cgd_retrain_skips_a_run_while_another_run_holds_the_lock(config, caplog):
-    from pipeline.cli import main as cgd
+    from cli.main import main as cgd
     cfg, path = config
     holder = hold(path)
     caplog.set_level(logging.INFO, logger="cgd")
@@ -210,7 +210,7 @@ def test_tfx_run_create_takes_the_lock_and_tfx_pipeline_create_does_not(config, 
     finally:
         stop(holder)
     assert refused.returncode != 0
-    # The tfx CLI's output goes through the digest (pipeline/tfx_cli.py), onto stdout.
+    # The tfx CLI's output goes through the digest (cli/tfx_cli.py), onto stdout.
     [line] = [l for l in (refused.stdout + refused.stderr).splitlines()
               if l.startswith("error:")]
     assert line.startswith(f"error: pipeline cgd-lock is already running: pid {holder.pid} ")

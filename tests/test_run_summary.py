@@ -80,7 +80,7 @@ def test_retrain_ends_each_run_with_one_line_and_a_failure_is_not_finished(caplo
 def test_a_failing_pipeline_run_ends_in_one_line_naming_the_fix_and_the_log(tmp_path, capsys):
     import yaml
 
-    from pipeline.cli import main
+    from cli.main import main
 
     source = tmp_path / "cars196"
     source.mkdir()

@@ -35,7 +35,7 @@ SIZE, DIM = 32, 16
 MODEL = "cgd"
 PNG_MAGIC = b"\x89PNG"
 # The installed `cgd` entry point, run with this interpreter.
-CGD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
+CGD_MAIN = "import sys; from cli.main import main; sys.exit(main())"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -616,7 +616,7 @@ def write_gallery(directory: Path, images: list[bytes]) -> list[Path]:
 
 
 def test_cli_embed(server, images, direct, tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
     paths = [str(p) for p in write_gallery(tmp_path / "g", images[:3])]
     args = ["embed", "--server", server.grpc_target, "--model-name", MODEL]
     assert main(args + paths) == 0
@@ -634,7 +634,7 @@ def test_cli_embed(server, images, direct, tmp_path, capsys):
 
 
 def test_cli_index_build_and_search(server, tmp_path, capsys, caplog):
-    from pipeline.cli import main
+    from cli.main import main
     caplog.set_level("INFO", logger="cgd")
     gallery = write_gallery(tmp_path / "gallery", make_images(20, seed=5))
     (tmp_path / "gallery" / "class_0" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
@@ -677,9 +677,9 @@ def test_cli_index_build_and_search(server, tmp_path, capsys, caplog):
 
 def test_gallery_search_is_the_evaluators_exact_top_k(monkeypatch):
     """GalleryIndex.search ranks like brute force (ties by gallery index, self not excluded)
-    and delegates to components.recall_evaluator.metrics.nearest_neighbours."""
+    and delegates to search.exact.nearest_neighbours."""
     import serving.index
-    from components.recall_evaluator import metrics
+    from search import exact
     from serving.index import GalleryIndex
     rng = np.random.RandomState(0)
     gallery = rng.randn(200, 8).astype(np.float32)
@@ -698,7 +698,7 @@ def test_gallery_search_is_the_evaluators_exact_top_k(monkeypatch):
 
     calls = []
     monkeypatch.setattr(serving.index, "nearest_neighbours",
-                        lambda *a, **kw: calls.append(kw) or metrics.nearest_neighbours(*a, **kw))
+                        lambda *a, **kw: calls.append(kw) or exact.nearest_neighbours(*a, **kw))
     index.search(query, 3)
     assert len(calls) == 1 and not calls[0].get("exclude_self")
     assert not hasattr(serving.index, "top_k")
@@ -785,7 +785,7 @@ def test_cgd_serve_logs_a_rejected_jpeg_once_without_libjpegs_bare_lines(models,
 
 
 def test_serve_command_rejects_bad_paths(models, tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
     assert main(["serve", "--model-base-path", str(tmp_path / "nope")]) == 1
     assert "nope" in capsys.readouterr().err
     # Passing the model directory itself (TF Serving's --model_base_path) is caught.
@@ -891,7 +891,6 @@ SERVING_IMPORTS = {
     "rest_api": {"errors", "dataplane", "model_repository", "metrics", "rest_codec"},
     "model_server": {"batching", "dataplane", "grpc_api", "metrics", "model_repository", "rest_api"},
     "index": {"client"},
-    "commands": {"client", "index", "model_server", "deploy_config", "stderr_filter"},
 }
 # Of our other packages, serving may import core and the evaluator's pure-NumPy metrics.
 OTHER_PACKAGES = ("core", "components", "pipeline", "trainer", "kubeflow")
@@ -968,7 +967,7 @@ def test_cgd_embed_skips_and_names_an_undecodable_file_strict_fails(server, imag
                                                                     tmp_path, capsys, caplog):
     """As `cgd index build`: the good files are embedded, the bad one named (once), and
     --strict fails naming it instead."""
-    from pipeline.cli import main
+    from cli.main import main
     caplog.set_level("INFO", logger="cgd")
     paths = []
     for name, data in (("good.jpg", images[0]), ("notimage.jpg", b"text"),
@@ -995,7 +994,7 @@ def test_cgd_embed_skips_and_names_an_undecodable_file_strict_fails(server, imag
 
 
 def test_cgd_search_names_a_file_that_is_not_an_index(server, images, tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
     (tmp_path / "q.jpg").write_bytes(images[0])
     (tmp_path / "notes.txt").write_text("my gallery notes\n")
     np.savez(tmp_path / "other.npz", x=np.zeros(3))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from components.datasets import records, sop
+from components.datasets import records
+from components.datasets.sop import source as sop
 from components.datasets.records import DatasetSourceError
-from components.datasets.sop_sample import make_sample_data
+from components.datasets.sop.sample import make_sample_data
 from components.datasets.synthetic import write_zip
 
 ARCHIVE = "Stanford_Online_Products.zip"

@@ -1,10 +1,11 @@
-"""pipeline/tfx_cli.py: which registered pipeline `tfx run create` runs, and the refusal."""
+"""pipeline/tfx_registry.py: which registered pipeline `tfx run create` runs, and the refusal."""
 import json
 
 import pytest
 
 from core.errors import CliError
-from pipeline import tfx_cli
+from cli import tfx_cli as tfx_digest
+from pipeline import tfx_registry as tfx_cli
 
 
 @pytest.mark.parametrize("cmdline, name", [
@@ -174,6 +175,6 @@ def test_which_commands_are_digested(cmdline, env, digested):
     from core.config import DEMO_FILE, load_config
     from pipeline.run import pipeline_log_path
 
-    target = tfx_cli.run_digest_log(cmdline, dict(env, CGD_CONFIG=str(DEMO_FILE)))
+    target = tfx_digest.run_digest_log(cmdline, dict(env, CGD_CONFIG=str(DEMO_FILE)))
     assert target == (("cgd-demo", pipeline_log_path(load_config(DEMO_FILE)))
                       if digested else None)

@@ -34,7 +34,7 @@ PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """`cgd kubeflow compile` of a vertex-target pipeline to .json, once."""
-    from pipeline.cli import main
+    from cli.main import main
 
     tmp = tmp_path_factory.mktemp("vertex")
     config_file, cfg = write_config(tmp, **VERTEX)
@@ -117,7 +117,7 @@ def test_the_compiled_vertex_file_names_the_trainer_gpu_as_vertex_does(compiled)
 
 def test_submit_creates_the_pipeline_job_as_compiled_in_the_configured_project(
         compiled, vertex, tmp_path, log):
-    from pipeline.cli import main
+    from cli.main import main
 
     job, out, _ = compiled
     assert main(["kubeflow", "submit", "--config", config(tmp_path), "--pipeline", str(out),
@@ -140,7 +140,7 @@ def test_submit_creates_the_pipeline_job_as_compiled_in_the_configured_project(
 
 def test_submit_flags_win_over_the_config_and_the_run_name_defaults(compiled, vertex,
                                                                      tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     other = "cgd-other-project"
@@ -155,7 +155,7 @@ def test_submit_flags_win_over_the_config_and_the_run_name_defaults(compiled, ve
 
 
 def test_submit_without_a_service_account_leaves_it_to_vertex(compiled, vertex, tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     assert main(["kubeflow", "submit", "--config", config(tmp_path, vertex_service_account=""),
@@ -168,7 +168,7 @@ def test_submit_without_a_service_account_leaves_it_to_vertex(compiled, vertex, 
 
 def test_schedule_creates_a_vertex_schedule_one_run_at_a_time(compiled, vertex, tmp_path,
                                                                log):
-    from pipeline.cli import main
+    from cli.main import main
 
     job, out, _ = compiled
     assert main(["kubeflow", "schedule", "--config", config(tmp_path), "--pipeline", str(out),
@@ -190,7 +190,7 @@ def test_schedule_creates_a_vertex_schedule_one_run_at_a_time(compiled, vertex, 
 
 def test_schedule_defaults_to_the_config_cron_and_job_name_and_takes_kfps_form(
         compiled, vertex, tmp_path):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, cfg = compiled
     for cron in ("30 1 * * 1-5", "0 30 1 ? * 1-5"):  # KFP's 6 fields, seconds 0: converted
@@ -286,7 +286,7 @@ def test_submit_and_schedule_errors_come_before_any_call_to_vertex(
         compiled, vertex, tmp_path, capsys, argv, kubeflow, change, messages):
     import yaml
 
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     if change == ".yaml":
@@ -305,7 +305,7 @@ def test_submit_and_schedule_errors_come_before_any_call_to_vertex(
 
 
 def test_a_missing_pipeline_file_is_named(vertex, tmp_path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
 
     missing = tmp_path / "nope.json"
     assert main(["kubeflow", "submit", "--config", config(tmp_path), "--pipeline",
@@ -316,7 +316,7 @@ def test_a_missing_pipeline_file_is_named(vertex, tmp_path, capsys):
 
 
 def test_a_kfp_only_flag_is_ignored_with_a_warning(compiled, vertex, tmp_path, log):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     assert main(["kubeflow", "submit", "--config", config(tmp_path), "--pipeline", str(out),
@@ -338,7 +338,7 @@ def test_a_kfp_only_flag_is_ignored_with_a_warning(compiled, vertex, tmp_path, l
 ])
 def test_a_vertex_refusal_is_one_error_line_with_its_reason(compiled, vertex, tmp_path, capsys,
                                                             argv, message):
-    from pipeline.cli import main
+    from cli.main import main
 
     _, out, _ = compiled
     assert main(["kubeflow", argv[0], "--config", config(tmp_path), "--pipeline", str(out),

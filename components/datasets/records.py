@@ -1,6 +1,6 @@
 """What every dataset source yields: one annotated image record, before the image is read.
 
-A source (``components/cars196/tfds_source.py``, ``components/datasets/<name>.py``)
+A source (``components/datasets/cars196/source.py``, ``components/datasets/<name>.py``)
 parses its dataset's list and annotation files in the ExampleGen driver process
 (cheap) and yields one record per image; Beam then reads, checks and encodes the
 image (``components/example_gen/examples.py``). Records are plain dicts so that Beam

@@ -11,11 +11,11 @@ import importlib
 from core.names import DATASETS
 
 SAMPLE_MODULES = {
-    "cars196": "components.cars196.sample_data",
-    "cub200": "components.datasets.cub200_sample",
-    "sop": "components.datasets.sop_sample",
-    "inshop": "components.datasets.inshop_sample",
-    "folder": "components.datasets.folder_sample",
+    "cars196": "components.datasets.cars196.sample",
+    "cub200": "components.datasets.cub200.sample",
+    "sop": "components.datasets.sop.sample",
+    "inshop": "components.datasets.inshop.sample",
+    "folder": "components.datasets.folder.sample",
 }
 assert set(SAMPLE_MODULES) == set(DATASETS)
 # Datasets whose generator can draw real-photo-sized images (``real_size``).

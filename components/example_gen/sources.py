@@ -31,11 +31,11 @@ from core.config import MIN_TRAIN_CLASSES, retrieval_split
 
 # data.dataset -> the module whose iter_records(source_dir, work_dir, **options) parses it.
 SOURCE_MODULES = {
-    "cars196": "components.cars196.tfds_source",
-    "cub200": "components.datasets.cub200",
-    "sop": "components.datasets.sop",
-    "inshop": "components.datasets.inshop",
-    "folder": "components.datasets.folder",
+    "cars196": "components.datasets.cars196.source",
+    "cub200": "components.datasets.cub200.source",
+    "sop": "components.datasets.sop.source",
+    "inshop": "components.datasets.inshop.source",
+    "folder": "components.datasets.folder.source",
 }
 
 # Sources that can leave the images inside their inflated archives (``archive.member_path``)

@@ -42,16 +42,18 @@ Memory: queries are processed in blocks of ``block_size``. For each block
 the full distance row ``[block_size, G]`` to the G gallery images is built
 once and every metric is derived from it, so the peak working memory is
 O(block_size * G) (G = N all-vs-all), never O(Q * G); see
-:func:`nearest_neighbours` for the bound.
+:func:`search.exact.nearest_neighbours` for the bound.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
+
+from search.exact import (as_embeddings, blocks, check_block_size, squared_distances, squared_norms,
+                          topk_sorted)
 
 # k-means restarts for NMI. Fixed (not sklearn's version-dependent "auto") so
 # that a given seed gives the same clustering across sklearn releases.
@@ -61,29 +63,6 @@ NMI_N_INIT = 10
 # --------------------------------------------------------------------------
 # Input validation
 # --------------------------------------------------------------------------
-
-def _as_embeddings(x, name: str = "embeddings") -> np.ndarray:
-    """Validates a [N, D] floating-point, finite array; returns it C-contiguous.
-
-    float64 stays float64; every other float type becomes float32.
-    """
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [N, D], got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
-    dtype = np.float64 if arr.dtype == np.float64 else np.float32
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        raise ValueError(
-            f"{name} contains NaN or infinite values in {bad_rows.size} row(s), "
-            f"first at row {int(bad_rows[0])}")
-    return arr
-
 
 def _as_labels(labels, n: int) -> np.ndarray:
     """Validates 1-D class labels of length n; returns dense int64 codes [N].
@@ -103,13 +82,6 @@ def _as_labels(labels, n: int) -> np.ndarray:
             f"labels must be integers or strings, got dtype {arr.dtype}")
     _, codes = np.unique(arr, return_inverse=True)
     return codes.reshape(-1).astype(np.int64)
-
-
-def _check_block_size(block_size) -> int:
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
-            or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-    return int(block_size)
 
 
 def _check_ks(ks) -> Tuple[int, ...]:
@@ -172,134 +144,6 @@ def _as_roles(roles, n: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------
-# Exact blocked k nearest neighbours
-# --------------------------------------------------------------------------
-
-def _squared_norms(x: np.ndarray) -> np.ndarray:
-    """[N, D] -> [N] squared L2 norms, checked to be finite."""
-    sq = np.einsum("ij,ij->i", x, x)
-    if not np.isfinite(sq).all():
-        raise ValueError(
-            f"embedding norms overflow {x.dtype}; rescale the embeddings "
-            "(e.g. L2-normalise them)")
-    return sq
-
-
-def _squared_distances(q: np.ndarray, q_sq: np.ndarray,
-                       g: np.ndarray, g_sq: np.ndarray) -> np.ndarray:
-    """[B, D], [B], [N, D], [N] -> [B, N] squared Euclidean distances (>= 0).
-
-    One matrix product; the norms are added in place, so the only allocation
-    is the [B, N] result.
-    """
-    d2 = q @ g.T
-    d2 *= -2.0
-    d2 += q_sq[:, None]
-    d2 += g_sq[None, :]
-    np.maximum(d2, 0.0, out=d2)
-    return d2
-
-
-def _topk_sorted(d2: np.ndarray, k: int) -> np.ndarray:
-    """[B, N] distances -> [B, k] int64 column indices of each row's k smallest.
-
-    Sorted by (distance, index): ties go to the lower index, so the result
-    is the first k entries of a stable argsort of each row, whatever k is.
-
-    Selection without sorting or arg-partitioning the whole row: the k-th
-    smallest value of a strided sample of columns is an upper bound ``t`` on
-    the row's true k-th smallest value (the sample already holds k values
-    <= t). One comparison pass ``d2 <= t`` then collects a small candidate set
-    that contains the true top k and all of its ties; only the candidates are
-    sorted (stable, so ties stay in index order). The sample size
-    ~sqrt(32 k N) balances the partition of the sample against the sort of
-    the ~k N / sample candidates. Worst case (massive ties) the candidate
-    arrays grow to [B, N], still O(B * N).
-    """
-    b, n = d2.shape
-    if k >= n:
-        return np.argsort(d2, axis=1, kind="stable")[:, :k].astype(np.int64)
-    sample = int(min(n, max(2 * k + 2, math.sqrt(32.0 * k * n))))
-    step = max(1, n // sample)
-    # Strided, so representative even when the gallery is sorted by class. It
-    # has >= 2k + 2 columns (or all n > k), so with at most one +inf (the
-    # excluded self) per row its k-th smallest value is finite.
-    cols_sample = d2[:, ::step]
-    thresh = np.partition(cols_sample, k - 1, axis=1)[:, k - 1:k]
-    cand = d2 <= thresh
-    counts = cand.sum(axis=1)
-    rows, cols = np.nonzero(cand)  # row-major: columns ascending within a row
-    del cand
-    starts = np.cumsum(counts) - counts
-    pos = np.arange(cols.size) - np.repeat(starts, counts)
-    width = int(counts.max())
-    vals = np.full((b, width), np.inf, dtype=d2.dtype)
-    idx = np.full((b, width), n, dtype=np.int64)  # padding sorts last (after real inf)
-    vals[rows, pos] = d2[rows, cols]
-    idx[rows, pos] = cols
-    order = np.argsort(vals, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(idx, order, axis=1)
-
-
-def _blocks(n: int, block_size: int) -> Iterator[Tuple[int, int]]:
-    for start in range(0, n, block_size):
-        yield start, min(n, start + block_size)
-
-
-def nearest_neighbours(queries, gallery, k: int, block_size: int = 1024,
-                       exclude_self: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Exact Euclidean k nearest neighbours, computed in blocks of queries.
-
-    Args:
-      queries: [Q, D] float array.
-      gallery: [N, D] float array (same D).
-      k: neighbours per query, 1 <= k <= N (N - 1 with ``exclude_self``).
-      block_size: queries per block. Peak working memory is about
-        ``block_size * N * (itemsize + 1)`` bytes for the distance block and
-        its candidate mask (itemsize 4 for float32, 8 for float64), plus a
-        few ``block_size * c`` arrays for the c candidates per row (c is
-        about k + sqrt(k N / 32)), plus the outputs ``Q * k * 12`` bytes.
-        It never builds the [Q, N] matrix.
-      exclude_self: queries ARE the gallery (row i of ``queries`` is item i
-        of ``gallery``, Q == N): query i never retrieves item i. Other items
-        with an identical embedding are still retrieved.
-
-    Returns:
-      (indices [Q, k] int64, distances [Q, k] float32), each row sorted by
-      increasing distance; equal distances are ordered by gallery index.
-    """
-    q = _as_embeddings(queries, "queries")
-    g = _as_embeddings(gallery, "gallery")
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(
-            f"queries have dimension {q.shape[1]} but gallery has {g.shape[1]}")
-    if q.dtype != g.dtype:
-        q, g = q.astype(np.float64), g.astype(np.float64)
-    block_size = _check_block_size(block_size)
-    n = g.shape[0]
-    if exclude_self and q.shape[0] != n:
-        raise ValueError(
-            f"exclude_self=True needs queries to be the gallery (same rows), got "
-            f"{q.shape[0]} queries and {n} gallery items")
-    k_max = n - 1 if exclude_self else n
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= k_max:
-        raise ValueError(f"k must be an integer in [1, {k_max}], got {k!r}")
-    k = int(k)
-
-    q_sq, g_sq = _squared_norms(q), _squared_norms(g)
-    indices = np.empty((q.shape[0], k), dtype=np.int64)
-    distances = np.empty((q.shape[0], k), dtype=np.float32)
-    for start, stop in _blocks(q.shape[0], block_size):
-        d2 = _squared_distances(q[start:stop], q_sq[start:stop], g, g_sq)
-        if exclude_self:
-            d2[np.arange(stop - start), np.arange(start, stop)] = np.inf
-        top = _topk_sorted(d2, k)
-        indices[start:stop] = top
-        distances[start:stop] = np.sqrt(np.take_along_axis(d2, top, axis=1))
-    return indices, distances
-
-
-# --------------------------------------------------------------------------
 # Retrieval metrics (one blocked pass)
 # --------------------------------------------------------------------------
 
@@ -317,7 +161,7 @@ def _ranked_matches(x: np.ndarray, codes: np.ndarray, query_rows: np.ndarray,
     Blocks without a query of R >= 1 are skipped.
     """
     n, g_count = x.shape[0], gallery_rows.size
-    x_sq = _squared_norms(x)
+    x_sq = squared_norms(x)
     # All-vs-all uses x itself for both sides (no copies); otherwise the two
     # sides are gathered once, so every block of queries is a contiguous view.
     g, g_sq, g_codes = ((x, x_sq, codes) if g_count == n else
@@ -327,7 +171,7 @@ def _ranked_matches(x: np.ndarray, codes: np.ndarray, query_rows: np.ndarray,
     column = np.full(n, -1, dtype=np.int64)  # gallery column of each row, -1 if none
     column[gallery_rows] = np.arange(g_count)
     self_col = column[query_rows]
-    for start, stop in _blocks(query_rows.size, block_size):
+    for start, stop in blocks(query_rows.size, block_size):
         rb = r[start:stop]
         if not (rb > 0).any():
             continue
@@ -335,9 +179,9 @@ def _ranked_matches(x: np.ndarray, codes: np.ndarray, query_rows: np.ndarray,
         in_gallery = np.flatnonzero(own >= 0)
         k = max(k_min, int(rb.max())) if with_r else k_min
         k = min(k, g_count - 1 if in_gallery.size == stop - start else g_count)
-        d2 = _squared_distances(q[start:stop], q_sq[start:stop], g, g_sq)
+        d2 = squared_distances(q[start:stop], q_sq[start:stop], g, g_sq)
         d2[in_gallery, own[in_gallery]] = np.inf  # a query never retrieves itself
-        top = _topk_sorted(d2, k)
+        top = topk_sorted(d2, k)
         del d2
         matches = g_codes[top] == q_codes[start:stop, None]
         if k == g_count:  # the whole gallery: queries in it got their own column last
@@ -438,9 +282,9 @@ def per_query_metrics(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 102
     the embedding rows of the valid queries (with ``roles``, a subset of the
     query images).
     """
-    x = _as_embeddings(embeddings)
+    x = as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
-    return _per_query(x, codes, _check_ks(ks), True, _check_block_size(block_size), roles)
+    return _per_query(x, codes, _check_ks(ks), True, check_block_size(block_size), roles)
 
 
 def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 1024,
@@ -461,10 +305,10 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 1024,
       {k: fraction of valid queries with a hit}; queries without another
       gallery image of their class are excluded from the denominator.
     """
-    x = _as_embeddings(embeddings)
+    x = as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
     ks = _check_ks(ks)
-    pq = _per_query(x, codes, ks, False, _check_block_size(block_size), roles)
+    pq = _per_query(x, codes, ks, False, check_block_size(block_size), roles)
     return {k: pq.summary()[f"recall@{k}"] for k in ks}
 
 
@@ -479,9 +323,9 @@ def map_at_r(embeddings, labels, block_size: int = 1024, roles=None) -> float:
     Args: embeddings [N, D] float; labels [N]; block_size and roles as in
     recall_at_k.
     """
-    x = _as_embeddings(embeddings)
+    x = as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
-    pq = _per_query(x, codes, (1,), True, _check_block_size(block_size), roles)
+    pq = _per_query(x, codes, (1,), True, check_block_size(block_size), roles)
     return pq.summary()["map@r"]
 
 
@@ -493,9 +337,9 @@ def r_precision(embeddings, labels, block_size: int = 1024, roles=None) -> float
     Args: embeddings [N, D] float; labels [N]; block_size and roles as in
     recall_at_k.
     """
-    x = _as_embeddings(embeddings)
+    x = as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
-    pq = _per_query(x, codes, (1,), True, _check_block_size(block_size), roles)
+    pq = _per_query(x, codes, (1,), True, check_block_size(block_size), roles)
     return pq.summary()["r_precision"]
 
 
@@ -515,7 +359,7 @@ def nmi(embeddings, labels, seed: int = 0, n_init: int = NMI_N_INIT) -> float:
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
-    x = _as_embeddings(embeddings)
+    x = as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
     num_classes = int(codes.max()) + 1
     clusters = KMeans(n_clusters=num_classes, n_init=n_init,
@@ -552,7 +396,7 @@ def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), block_size: int = 102
     All-vs-all ``num_queries`` equals N unless some class has a single image.
     The per-query vectors behind the means: :func:`per_query_metrics`.
     """
-    x = _as_embeddings(embeddings)
+    x = as_embeddings(embeddings)
     codes = _as_labels(labels, x.shape[0])
-    pq = _per_query(x, codes, _check_ks(ks), True, _check_block_size(block_size), roles)
+    pq = _per_query(x, codes, _check_ks(ks), True, check_block_size(block_size), roles)
     return pq.summary(nmi(x, codes, seed=seed) if compute_nmi else None)

@@ -441,20 +441,19 @@ def archive_id_note(split: Optional[str] = None) -> str:
 def _ranked_rows(x: np.ndarray, queries: int, k: int, roles):
     """(neighbour rows [q, k], distances [q, k], chosen query rows [q]): a seeded sample of
     the queries and each one's k nearest gallery images other than itself."""
-    from components.recall_evaluator import metrics
+    from search.exact import nearest_neighbours
     rng = np.random.default_rng(0)
     if roles is None:
         chosen = np.sort(rng.choice(len(x), size=min(queries, len(x)), replace=False))
-        index, distance = metrics.nearest_neighbours(x, x, k=min(k, len(x) - 1),
-                                                     exclude_self=True)
+        index, distance = nearest_neighbours(x, x, k=min(k, len(x) - 1), exclude_self=True)
         return index[chosen], distance[chosen], chosen
     roles = np.asarray(roles).astype(str)
     query_rows = np.flatnonzero(roles != "gallery")
     gallery_rows = np.flatnonzero(roles != "query")
     chosen = np.sort(rng.choice(query_rows, size=min(queries, len(query_rows)), replace=False))
     # One more than k: a query that is also in the gallery finds itself first.
-    index, distance = metrics.nearest_neighbours(x[chosen], x[gallery_rows],
-                                                 k=min(k + 1, len(gallery_rows)))
+    index, distance = nearest_neighbours(x[chosen], x[gallery_rows],
+                                         k=min(k + 1, len(gallery_rows)))
     rows, dists = [], []
     for q, row, dist in zip(chosen, gallery_rows[index], distance):
         keep = row != q

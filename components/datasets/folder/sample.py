@@ -1,4 +1,4 @@
-"""A small "user's own catalogue" in either form ``components/datasets/folder.py`` reads.
+"""A small "user's own catalogue" in either form ``components/datasets/folder/source.py`` reads.
 
 Class-folder form (default):
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.datasets import folder
+from components.datasets.folder import source as folder
 from components.datasets.records import SampleSummary
 from components.datasets.synthetic import (class_look, corrupt_bytes, draw_object, encode,
                                           image_size)

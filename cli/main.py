@@ -14,19 +14,19 @@ import os
 import sys
 
 from core.errors import CliError
-from pipeline.noise import quiet_third_party_noise
+from cli.noise import quiet_third_party_noise
 
 COMMAND_MODULES = (
-    "pipeline.commands",
-    "pipeline.analysis",
-    "serving.commands",
-    "pipeline.kubeflow_commands",
+    "cli.pipeline_commands",
+    "cli.analysis_commands",
+    "cli.serving_commands",
+    "cli.kubeflow_commands",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cgd", description="CGD car retrieval: data, TFX pipeline, serving, Kubeflow.")
+        prog="cgd", description="CGD fine-grained image retrieval: data, TFX pipeline, serving, Kubeflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

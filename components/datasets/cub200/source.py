@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 import tensorflow as tf
 
-from components.cars196.tfds_source import Cars196SourceError, _LocalFiles
+from components.datasets.cars196.source import Cars196SourceError, _LocalFiles
 from components.datasets import records
 from components.datasets import source_dir as source_dir_lib
 from components.datasets.archive import ArchiveError

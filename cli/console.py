@@ -44,7 +44,7 @@ _PREFIXES = (
     # TensorFlow's C++ log: "2026-11-23 02:15:55.970013: E external/.../cuda_fft.cc:479] ..."
     re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?: (?P<level>[DIWEF]) "
                r"[^\s:\]]+:\d+\] (?P<message>.*)$"),
-    # cgd's own format (pipeline/cli.py): "02:15:53 INFO cgd.demo: ..."
+    # cgd's own format (cli/main.py): "02:15:53 INFO cgd.demo: ..."
     re.compile(rf"^\d\d:\d\d:\d\d (?P<level>{_LEVEL_NAMES}) (?P<logger>[\w.]+): (?P<message>.*)$"),
 )
 _LEVELS = {"D": "DEBUG", "I": "INFO", "W": "WARNING", "WARN": "WARNING", "E": "ERROR",
@@ -246,7 +246,7 @@ def failure_summary(log_lines: Iterable[str], log_path: str) -> str:
 
 
 def exception_name(error: list[str]) -> str:
-    """"Cars196SourceError" of ["components.cars196.tfds_source.Cars196SourceError: ..."]."""
+    """"Cars196SourceError" of ["components.datasets.cars196.source.Cars196SourceError: ..."]."""
     return error[0].split(":", 1)[0].rsplit(".", 1)[-1] if error else ""
 
 
@@ -314,8 +314,8 @@ def digest_tfx_run(lines: Iterable[str], log_file, out, pipeline_name: str,
 
 
 def _digest_main(argv: list[str]) -> int:
-    """The filter process of `tfx run create` (pipeline/tfx_cli.py start_run_digest):
-    ``python -m pipeline.console tfx-run NAME LOG_PATH COMMAND...``, the run's output on stdin.
+    """The filter process of `tfx run create` (cli/tfx_cli.py start_run_digest):
+    ``python -m cli.console tfx-run NAME LOG_PATH COMMAND...``, the run's output on stdin.
 
     Whatever happens here, stdin is read to its end: the run must never meet a closed pipe.
     """

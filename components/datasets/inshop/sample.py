@@ -1,7 +1,7 @@
 """Small In-shop Clothes Retrieval data in exactly the benchmark's layout, for tests and demos.
 
 The real benchmark (52,712 images) is behind a manual download, so tests use files
-written here in the layout ``components/datasets/inshop.py`` reads:
+written here in the layout ``components/datasets/inshop/source.py`` reads:
 
     img.zip                   img/<MEN|WOMEN>/<Category>/<item_id>/<NN>_<k>_<view>.jpg
     list_eval_partition.txt   count line, header line, rows "<image_name> <item_id> <status>"
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.datasets import inshop
+from components.datasets.inshop import source as inshop
 from components.datasets.records import SampleSummary
 from components.datasets.synthetic import class_look, corrupt_bytes, draw_object, encode, write_zip
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
 from core.names import DATASETS
 
@@ -112,26 +114,56 @@ def sample_data(args: argparse.Namespace) -> int:
 
 def pipeline_run(args: argparse.Namespace) -> int:
     from core.config import load_config
-    from pipeline.run import run_shown
-    print(run_shown(load_config(args.config), args.config, wait=args.wait))
+    print(run_pipeline_shown(load_config(args.config), args.config, wait=args.wait))
     return 0
 
 
 def retrain(args: argparse.Namespace) -> int:
     from core.errors import CliError
     from core.config import load_config
-    from pipeline.run import parse_interval, retrain_every, run_shown
+    from pipeline.run import parse_interval, retrain_every
     try:
         every = parse_interval(args.every)
     except ValueError as e:
         raise CliError(f"--every: {e}") from None
     cfg = load_config(args.config)
     ok = retrain_every(cfg, every, args.max_runs,
-                       run=lambda run_cfg: run_shown(run_cfg, args.config, wait=args.wait))
+                       run=lambda run_cfg: run_pipeline_shown(run_cfg, args.config, wait=args.wait))
     return 0 if args.max_runs is None or ok == args.max_runs else 1
 
 
 def demo(args: argparse.Namespace) -> int:
     from core.config import DEMO_FILE
-    from pipeline.demo import run_demo
+    from cli.demo import run_demo
     return run_demo(args.config or str(DEMO_FILE))
+
+
+def run_pipeline_shown(cfg, config_path: str | None, wait: bool = False) -> str:
+    """One run in a subprocess (pipeline/local_runner.py): progress on the console, the
+    full log in ``pipeline_log_path``, a failure as one CliError line; the summary line.
+
+    The run lock is taken here, before the subprocess imports TensorFlow (a refusal is
+    PipelineRunning at once), and handed to the subprocess (``run_lock.LOCK_FD_ENV``).
+    """
+    from cli import console
+    from cli.tfx_cli_quiet import QUIET_CHILD_ENV
+    from pipeline import run_lock
+    from pipeline.run import LOCAL_RUNNER, pipeline_log_path
+
+    log_path = pipeline_log_path(cfg)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    env.pop("CGD_CONFIG", None)
+    if config_path:
+        env["CGD_CONFIG"] = os.path.abspath(config_path)
+    if not os.environ.get("CGD_VERBOSE"):
+        env[QUIET_CHILD_ENV] = "1"  # the venv's hook quiets the run's import noise
+    with run_lock.acquire(cfg, wait=wait,
+                          hint="add --wait to wait for it, or try again when it has finished"
+                          ) as lock:
+        env[run_lock.LOCK_FD_ENV] = str(lock.fd)
+        print(f"==> pipeline {cfg.pipeline.name} (local orchestrator); full log: {log_path}",
+              flush=True)
+        output = console.run_shown([sys.executable, str(LOCAL_RUNNER)], env, log_path,
+                                   f"pipeline {cfg.pipeline.name}", pass_fds=(lock.fd,))
+    prefix = f"pipeline {cfg.pipeline.name}: "
+    return next((line.strip() for line in reversed(output) if line.startswith(prefix)), "")

@@ -1,77 +1,22 @@
-"""The tfx CLI's registry of local pipelines, as seen from the DSL file it runs.
+"""The output of `tfx run create` on the local engine: the digest `cgd pipeline run` shows.
 
-`tfx run create --engine local --pipeline_name NAME` runs pipeline/local_runner.py in a
-subprocess without saying which pipeline it runs; the registry
-(``$LOCAL_HOME/NAME/pipeline_args.json``, written by `tfx pipeline create`) holds the
-pipeline root the pipeline was created with. Reading NAME from the parent process lets the
-DSL file refuse to run a *different* pipeline (a config other than the one it was created
-with, e.g. the packaged defaults in a shell without CGD_CONFIG) before it writes anything.
+The registry side (which pipeline the DSL file may run) is pipeline/tfx_registry.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
-from core.errors import CliError
-
-DEFAULT_LOCAL_HOME = os.path.join("~", "tfx", "local")
-
-
-def pipeline_name_from_cli(cmdline: list[str] | None = None) -> str | None:
-    """NAME of `tfx run create ... --pipeline_name NAME` in the parent process, else None."""
-    if cmdline is None:
-        try:
-            import psutil
-            cmdline = psutil.Process(os.getppid()).cmdline()
-        except Exception:  # no psutil, no permission, no parent: nothing to check against
-            return None
-    if "run" not in cmdline or "create" not in cmdline:
-        return None
-    return _flag(cmdline, "--pipeline_name")
-
-
-def _flag(cmdline: list[str], flag: str) -> str | None:
-    for i, arg in enumerate(cmdline):
-        if arg == flag and i + 1 < len(cmdline):
-            return cmdline[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def registered_pipeline_args(name: str, local_home: str | None = None) -> dict | None:
-    home = os.path.expanduser(local_home or os.environ.get("LOCAL_HOME") or DEFAULT_LOCAL_HOME)
-    path = os.path.join(home, name, "pipeline_args.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def check_registered_pipeline(name: str, root: str, registered: dict | None,
-                              config_source: str) -> None:
-    """Refuse, in one line, to run a pipeline other than the registered one named ``name``."""
-    if registered is None:
-        return  # the tfx CLI itself refuses unknown pipelines
-    created_root = registered.get("pipeline_root")
-    if registered.get("pipeline_name") == name and created_root == root:
-        return
-    raise CliError(
-        f"tfx run create --pipeline_name {registered.get('pipeline_name')}: {config_source} "
-        f"describes pipeline {name!r} with root {root}, but that pipeline was created with "
-        f"root {created_root}: export CGD_CONFIG=<the config it was created with> "
-        f"(or `tfx pipeline update` it with this one)")
-
+from pipeline.tfx_registry import flag_value
 
 # ------------------------------------------------------------------ the output of a run
 #
 # `tfx run create` runs the DSL file with the CLI's own stdout and stderr, and the DSL file
 # logs at INFO (the run's log: pipeline/local_runner.py): 2,000+ lines of absl records, most
 # of them protobuf dumps ("Running launcher for node_info {"), on the terminal. The venv's
-# hook (pipeline/tfx_cli_quiet.py) calls start_run_digest in the CLI process before the CLI
+# hook (cli/tfx_cli_quiet.py) calls start_run_digest in the CLI process before the CLI
 # does anything: file descriptors 1 and 2 go into a pipe to a filter process
-# (``python -m pipeline.console tfx-run``) that appends every line to the pipeline's log file
+# (``python -m cli.console tfx-run``) that appends every line to the pipeline's log file
 # (`cgd pipeline run`'s, pipeline/run.py pipeline_log_path) and shows what `cgd pipeline run`
 # shows (console.digest_tfx_run). The DSL file and Beam's workers inherit the pipe. A separate
 # process, so that a run killed or aborting loses nothing already written.
@@ -81,15 +26,15 @@ def run_digest_log(cmdline: list[str], environ=None) -> tuple[str, str] | None:
     """(pipeline name, log file) when ``cmdline`` is a `tfx run create` on the local engine
     of a pipeline that CGD_CONFIG (or the packaged defaults) describes, else None: other
     commands, other engines, and runs `cgd demo` already digests (console.SHOWN_ENV)."""
-    from pipeline.console import SHOWN_ENV
+    from cli.console import SHOWN_ENV
 
     environ = os.environ if environ is None else environ
     args = cmdline[1:3]
     if args != ["run", "create"] or environ.get(SHOWN_ENV) or environ.get("CGD_VERBOSE"):
         return None
-    if _flag(cmdline, "--engine") not in ("local", "beam"):  # these two run the DSL file here
+    if flag_value(cmdline, "--engine") not in ("local", "beam"):  # these two run the DSL file here
         return None
-    name = _flag(cmdline, "--pipeline_name")
+    name = flag_value(cmdline, "--pipeline_name")
     if not name:
         return None
     from core.config import ConfigError, load_config
@@ -116,14 +61,14 @@ def start_run_digest(cmdline: list[str]) -> bool:
     if target is None:
         return False
     name, log_path = target
-    from pipeline.tfx_cli_quiet import QUIET_CHILD_ENV
+    from cli.tfx_cli_quiet import QUIET_CHILD_ENV
 
     env = {k: v for k, v in os.environ.items() if k != QUIET_CHILD_ENV}  # a plain filter
     try:
         sys.stdout.flush()
         sys.stderr.flush()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.console", "tfx-run", name, log_path,
+            [sys.executable, "-m", "cli.console", "tfx-run", name, log_path,
              "tfx", *cmdline[1:]], stdin=subprocess.PIPE, env=env)
     except OSError:
         return False

@@ -7,7 +7,7 @@
 5. a summary: Recall@K table, blessing verdict, served version, ranking picture.
 
 The console shows what a person should read; everything the tfx CLI and the
-pipeline print goes to the log file (``<work>/logs/tfx.log``): pipeline/console.py
+pipeline print goes to the log file (``<work>/logs/tfx.log``): cli/console.py
 chooses the lines (tests/test_demo_output.py).
 """
 
@@ -23,10 +23,10 @@ from pathlib import Path
 from core.config import Config, load_config
 from core.errors import CliError
 from core.names import CARS196_FILES
+from cli.console import INDENT, import_tensorflow_quietly, log_records_to, run_shown
 from pipeline.artifacts import newest_numbered_dir, newest_output
-from pipeline.console import INDENT, import_tensorflow_quietly, log_records_to, run_shown
+from pipeline.run import LOCAL_RUNNER
 
-LOCAL_RUNNER = Path(__file__).with_name("local_runner.py")
 
 
 def tfx_command(*args: str) -> list[str]:
@@ -63,7 +63,7 @@ def ensure_sample_data(cfg: Config) -> None:
     if all(os.path.exists(os.path.join(source, f)) for f in CARS196_FILES):
         print(f"{INDENT}using the Cars196 files in {source}", flush=True)
         return
-    from components.cars196.sample_data import make_sample_data
+    from components.datasets.cars196.sample import make_sample_data
     classes = max(cfg.data.train_range[1], cfg.data.eval_range[1])
     print(f"{INDENT}writing sample Cars196 archives ({classes} classes) to {source}", flush=True)
     make_sample_data(source, num_classes=classes, images_per_class=10, seed=0, corrupt=2)
@@ -85,7 +85,7 @@ def gallery_and_queries(cfg: Config, work: str) -> tuple[str, list[tuple[str, in
     Returns (gallery dir, [(query path, class id, origin)], {gallery file name: origin}).
     The TFDS parse writes the images out under ``<work>/parse/`` (the archives inflated).
     """
-    from components.cars196 import tfds_source
+    from components.datasets.cars196 import source as tfds_source
     gallery = os.path.join(work, "gallery")
     shutil.rmtree(gallery, ignore_errors=True)
     os.makedirs(gallery)

@@ -112,7 +112,7 @@ def _client_and_experiment(args: argparse.Namespace, cfg):
                        "`cgd kubeflow compile`)")
     from kubeflow.client import is_multi_user, load_pipeline_file, make_client
     from kubeflow.credentials import CREDENTIAL_VARIABLES
-    from pipeline.noise import quiet_kfp_client
+    from cli.noise import quiet_kfp_client
 
     # The file is checked before anything is sent: kfp.Client asks healthz when it is made.
     package = load_pipeline_file(args.pipeline)
