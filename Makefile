@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 LOCK_TOOLS := .lock-tools
 UV_VERSION := 0.13.10
 
-.PHONY: env lock demo test bench bench-scale clean
+.PHONY: env lock demo test test-fast bench bench-scale clean
 
 env: $(STAMP)
 
@@ -51,6 +51,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (pipelines, subprocesses, servers and stand-ins,
+# generated sample archives: pytest.ini): for changes to math, config or a loss.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py

@@ -1,10 +1,17 @@
-"""`cgd demo`: the whole product on generated data, end to end.
+"""`cgd demo`: the whole product on generated data, end to end, for any ``data.dataset``.
 
-1. sample Cars196 archives (if the source directory lacks them),
+1. the dataset's files: its sample data (``components/datasets/samples.py``) written into
+   a new or empty ``data.source_dir`` inside the demo's work directory, or the files
+   already there, checked by the dataset's own source; parsed once (the images written out
+   under ``<work>/parse/``) and split as RetrievalExampleGen will split them,
 2. the full pipeline through the tfx CLI on the local orchestrator,
 3. the embedded TF-Serving-compatible server on the pushed model,
-4. gRPC embedding requests and a gallery search,
+4. gRPC embedding requests and a gallery search over the eval classes' images,
 5. a summary: Recall@K table, blessing verdict, served version, ranking picture.
+
+A config the demo cannot run (real data missing, spans, a split too small, more classes
+per batch than the training split has) is refused in one line naming the key, before
+the pipeline starts and without removing anything.
 
 The console shows what a person should read; everything the tfx CLI and the
 pipeline print goes to the log file (``<work>/logs/tfx.log``): cli/console.py
@@ -13,6 +20,10 @@ chooses the lines (tests/test_demo_output.py).
 
 from __future__ import annotations
 
+import collections
+import functools
+import importlib
+import inspect
 import json
 import os
 import shutil
@@ -22,11 +33,16 @@ from pathlib import Path
 
 from core.config import Config, load_config
 from core.errors import CliError
-from core.names import CARS196_FILES
 from cli.console import INDENT, import_tensorflow_quietly, log_records_to, run_shown
 from pipeline.artifacts import newest_numbered_dir, newest_output
 from pipeline.run import LOCAL_RUNNER
 
+# The sample the demo writes: images per class, and corrupt files (to show that they are
+# skipped and counted). Cars196's demo sample has always been 10 per class, 2 corrupt.
+SAMPLE_IMAGES_PER_CLASS = 10
+SAMPLE_CORRUPT = 2
+# Query images of the demo's search step (distinct eval classes).
+QUERIES = 3
 
 
 def tfx_command(*args: str) -> list[str]:
@@ -58,57 +74,214 @@ def run_tfx_cli(cfg: Config, config_path: str, log_path: str) -> None:
         run_shown(tfx_command(*args), env, log_path, f"`tfx {' '.join(args[:2])}`")
 
 
-def ensure_sample_data(cfg: Config) -> None:
-    source = cfg.data.source_dir
-    if all(os.path.exists(os.path.join(source, f)) for f in CARS196_FILES):
-        print(f"{INDENT}using the Cars196 files in {source}", flush=True)
-        return
-    from components.datasets.cars196.sample import make_sample_data
-    classes = max(cfg.data.train_range[1], cfg.data.eval_range[1])
-    print(f"{INDENT}writing sample Cars196 archives ({classes} classes) to {source}", flush=True)
-    make_sample_data(source, num_classes=classes, images_per_class=10, seed=0, corrupt=2)
+def source_module(dataset: str):
+    """The dataset's source (``components/datasets/<name>/source.py``)."""
+    from core.dataset_spec import dataset_module
+    return importlib.import_module(dataset_module(dataset, "source"))
 
 
-def origin(file_name: str) -> str:
-    """Where a Cars196 image comes from: "cars_train/00061.jpg" -> "cars_train.tgz:cars_train/00061.jpg".
+def _call_with_options(function, *args, options: dict):
+    """``function(*args, **options)`` with the options it takes: a source's
+    ``check_source_dir`` takes fewer of ``data.source_options`` than its ``iter_records``."""
+    accepted = inspect.signature(function).parameters
+    return function(*args, **{k: v for k, v in options.items() if k in accepted})
 
-    The archives number their members alike (cars_train/00061.jpg and cars_test/00061.jpg
-    are different cars), so a bare file name does not say which image it is.
+
+def sample_classes(cfg: Config) -> int:
+    """Classes of the sample the demo writes.
+
+    A class-range dataset (cars196, cub200): the classes the ranges name. A dataset split by
+    its own protocol (sop, inshop; folder by a hash of the names): twice what training
+    needs, the held-out ``validation_classes`` plus one P×K batch of classes, since its
+    sample keeps about half the classes for evaluation.
     """
-    return f"{file_name.split('/', 1)[0]}.tgz:{file_name}"
+    if cfg.data.train_range is not None:
+        return max(cfg.data.train_range[1], cfg.data.eval_range[1])
+    return 2 * (cfg.data.validation_classes + cfg.trainer.classes_per_batch)
 
 
-def gallery_and_queries(cfg: Config, work: str) -> tuple[str, list[tuple[str, int, str]],
-                                                         dict[str, str]]:
-    """Gallery = TFDS-test images of the eval classes; queries = TFDS-train images of them.
+def _inside(path: str, directory: str) -> bool:
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def ensure_source(cfg: Config, work: str) -> None:
+    """The dataset's files in ``data.source_dir``, checked by its own source; or its sample
+    written there when that is a new or empty directory inside the work directory.
+
+    Anywhere else the directory is meant to hold real data, which the demo never replaces:
+    a directory failing the check is refused (CliError naming data.source_dir).
+    """
+    dataset, source = cfg.data.dataset, cfg.data.source_dir
+    if "{SPAN}" in cfg.data.file_pattern:
+        raise CliError(f"data.file_pattern is {cfg.data.file_pattern!r}: the demo reads the "
+                       f"files in data.source_dir itself, not spans (use `cgd pipeline run` "
+                       f"or `cgd retrain`)")
+    from components.datasets.records import DatasetSourceError
+    try:
+        _call_with_options(source_module(dataset).check_source_dir, source,
+                           options=cfg.data.source_options)
+        print(f"{INDENT}using the {dataset} files in {source}", flush=True)
+        return
+    except DatasetSourceError as e:
+        empty = not os.path.exists(source) or (os.path.isdir(source) and not os.listdir(source))
+        if not (empty and _inside(source, work)):
+            raise CliError(f"data.source_dir: {e} (the demo writes {dataset} sample data only "
+                           f"into a new or empty directory inside its work directory "
+                           f"{work})") from None
+    from components.datasets.samples import make_sample_data
+    classes = sample_classes(cfg)
+    print(f"{INDENT}writing {dataset} sample data ({classes} classes, "
+          f"{SAMPLE_IMAGES_PER_CLASS} images each, {SAMPLE_CORRUPT} corrupt) to {source}",
+          flush=True)
+    try:
+        make_sample_data(dataset, source, num_classes=classes,
+                         images_per_class=SAMPLE_IMAGES_PER_CLASS, seed=0,
+                         corrupt=SAMPLE_CORRUPT)
+    except ValueError as e:  # e.g. more classes than the dataset has
+        raise CliError(f"{dataset} sample data for {cfg.pipeline.name}: {e}") from None
+
+
+def split_records(cfg: Config, work: str) -> dict[str, list[dict]]:
+    """{split: records} of the dataset's files, split as RetrievalExampleGen splits them.
+
+    The source parses ``data.source_dir`` with its images written out as files under
+    ``<work>/parse/`` (the search's gallery copies them). A split that cannot train or judge
+    (``sources.check_split_sizes``, as ingestion would fail), or a 'train' split with fewer
+    classes than one P×K batch, is refused here, before the pipeline runs.
+    """
+    from components.datasets.archive import ArchiveError
+    from components.datasets.records import CLASS_ID, DatasetSourceError
+    from components.example_gen import sources
+    rule = cfg.data.split_rule(cfg.evaluator)
+    try:  # a malformed file (the message names it and what was expected)
+        records = list(source_module(cfg.data.dataset).iter_records(
+            cfg.data.source_dir, os.path.join(work, "parse"), **cfg.data.source_options))
+    except (DatasetSourceError, ArchiveError) as e:
+        raise CliError(f"data.source_dir {cfg.data.source_dir}: {e}") from None
+    try:  # a split too small: the message names the keys to change
+        keyed, _ = sources.assign_splits(records, rule)
+        sources.check_split_sizes(keyed, rule, {r[CLASS_ID] for r in records})
+    except DatasetSourceError as e:
+        raise CliError(str(e)) from None
+    by_split = collections.defaultdict(list)
+    for split, record in keyed:
+        by_split[split].append(record)
+    per_class = collections.Counter(r[CLASS_ID] for r in by_split["train"])
+    trainable = sum(n >= 2 for n in per_class.values())
+    if trainable < cfg.trainer.classes_per_batch:
+        # The P×K sampler's own rule (trainer/sampler.py), known here before any training.
+        raise CliError(f"trainer.classes_per_batch is {cfg.trainer.classes_per_batch}, but the "
+                       f"{cfg.data.dataset} 'train' split has {trainable} classes with 2 or "
+                       f"more images: lower it (or data.validation_classes)")
+    return by_split
+
+
+@functools.lru_cache(maxsize=8)
+def _source_files(source_dir: str) -> tuple[str, ...]:
+    # Listed once per directory, not once per image (SOP's eval split has 60,502).
+    return tuple(os.listdir(source_dir))
+
+
+def origin(record: dict, source_dir: str, parse_dir: str) -> str:
+    """Where an image comes from, as its dataset's files name it.
+
+    A member of an archive in source_dir is "<archive>:<member>", e.g.
+    "cars_train.tgz:cars_train/00061.jpg" (Cars196's archives number their members alike:
+    cars_train/00061.jpg and cars_test/00061.jpg are different cars); the sources inflate an
+    archive under ``<parse>/extracted/<archive name without extension>/``. An image read in
+    place is its path under source_dir; anything else, the source's ``file_name``.
+    """
+    from components.datasets.records import FILE_NAME, IMAGE_PATH
+    path = os.path.abspath(record[IMAGE_PATH])
+    extracted = os.path.abspath(os.path.join(parse_dir, "extracted"))
+    if _inside(path, extracted):
+        stem, _, member = os.path.relpath(path, extracted).partition(os.sep)
+        archives = [name for name in _source_files(source_dir) if name.split(".")[0] == stem]
+        if len(archives) == 1 and member:
+            return f"{archives[0]}:{member.replace(os.sep, '/')}"
+    if _inside(path, source_dir):
+        return os.path.relpath(path, source_dir).replace(os.sep, "/")
+    return record[FILE_NAME]
+
+
+def _decodes(path: str) -> bool:
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except Exception:  # a corrupt sample file (or real one): not a query
+        return False
+
+
+def queries_and_gallery(eval_records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Up to ``QUERIES`` query images of distinct classes, and the gallery, of the eval split.
+
+    The dataset's own roles decide where it has them: In-shop's query and gallery images;
+    the eval classes of a class-range dataset (Cars196, CUB) come with the original train
+    and test files, whose test images are the gallery and train images the queries (as
+    TFDS splits them). Otherwise (SOP's test products, a folder's classes) every image is
+    a gallery image, and the first decodable image of a class with more is its query.
+    Queries are never in the gallery.
+    """
+    from components.datasets.records import CLASS_ID, EVAL_ROLE, IMAGE_PATH, SOURCE_SPLIT
+    is_candidate = [r[EVAL_ROLE] == "query"
+                    or (r[EVAL_ROLE] == "" and r[SOURCE_SPLIT] == "train") for r in eval_records]
+    candidates = [r for r, c in zip(eval_records, is_candidate) if c]
+    gallery = [r for r, c in zip(eval_records, is_candidate) if not c]
+    from_gallery = not candidates
+    if from_gallery:
+        per_class = collections.Counter(r[CLASS_ID] for r in gallery)
+        candidates = [r for r in gallery if per_class[r[CLASS_ID]] >= 2]
+    queries, classes = [], set()
+    for record in candidates:
+        if len(queries) == QUERIES:
+            break
+        if record[CLASS_ID] not in classes and _decodes(record[IMAGE_PATH]):
+            queries.append(record)
+            classes.add(record[CLASS_ID])
+    if from_gallery:
+        taken = {id(q) for q in queries}
+        gallery = [r for r in gallery if id(r) not in taken]
+    return queries, gallery
+
+
+def gallery_and_queries(cfg: Config, work: str, eval_records: list[dict]) -> tuple[
+        str, list[tuple[str, int, str]], dict[str, str]]:
+    """The search's gallery directory (``queries_and_gallery``'s gallery, each image named
+    ``class<1-based id>_<file>``) and its queries.
 
     Returns (gallery dir, [(query path, class id, origin)], {gallery file name: origin}).
-    The TFDS parse writes the images out under ``<work>/parse/`` (the archives inflated).
     """
-    from components.datasets.cars196 import source as tfds_source
+    from components.datasets.records import CLASS_ID, IMAGE_PATH
+    source, parse = cfg.data.source_dir, os.path.join(work, "parse")
+    queries, members = queries_and_gallery(eval_records)
+    _source_files.cache_clear()  # a listing from an earlier call may be stale
     gallery = os.path.join(work, "gallery")
-    shutil.rmtree(gallery, ignore_errors=True)
+    shutil.rmtree(gallery, ignore_errors=True)  # the previous demo's copies
     os.makedirs(gallery)
-    queries, origins = [], {}
-    for record in tfds_source.iter_records(cfg.data.source_dir, os.path.join(work, "parse")):
-        if cfg.data.split_of_class(record["class_id"] + 1) != "eval":
-            continue
-        name = f"class{record['class_id'] + 1:03d}_{os.path.basename(record['image_path'])}"
-        if record["source_split"] == "test":
-            shutil.copy(record["image_path"], os.path.join(gallery, name))
-            origins[name] = origin(record["file_name"])
-        elif len(queries) < 3 and all(c != record["class_id"] + 1 for _, c, _ in queries):
-            queries.append((record["image_path"], record["class_id"] + 1,
-                            origin(record["file_name"])))
-    return gallery, queries, origins
+    origins = {}
+    for record in members:
+        base = f"class{record[CLASS_ID] + 1:03d}_{os.path.basename(record[IMAGE_PATH])}"
+        name, n = base, 1
+        while name in origins:  # e.g. a folder class's sub-folders repeat file names
+            n += 1
+            name = f"class{record[CLASS_ID] + 1:03d}_{n}_{base.split('_', 1)[1]}"
+        shutil.copy(record[IMAGE_PATH], os.path.join(gallery, name))
+        origins[name] = origin(record, source, parse)
+    return gallery, [(r[IMAGE_PATH], r[CLASS_ID] + 1, origin(r, source, parse))
+                     for r in queries], origins
 
 
 def search_lines(query: tuple[str, int, str], hits, origins: dict[str, str],
                  gallery_size: int, skipped: int) -> list[str]:
-    """The demo's search, each image named by its archive and member (``origin``)."""
+    """The demo's search, each image named by where it comes from (``origin``)."""
     _, query_class, query_origin = query
+    files = sorted({o.split(":", 1)[0] for o in origins.values() if ":" in o})
+    where = f" from {', '.join(files)}" if files else ""
     lines = [f"    query {query_origin} (class {query_class}, not in the gallery); top "
-             f"{len(hits)} of {gallery_size} gallery images from cars_test.tgz "
+             f"{len(hits)} of {gallery_size} gallery images{where} "
              f"({skipped} unreadable skipped):"]
     for rank, (_, distance, path) in enumerate(hits, 1):
         name = os.path.basename(path)
@@ -129,11 +302,16 @@ def run_demo(config_path: str) -> int:
 
 def _run_demo(cfg: Config, config_path: str, log_path: str, started: float) -> int:
     work = os.path.dirname(cfg.pipeline.root)
-    print(f"==> 1/5 data: {cfg.data.source_dir}", flush=True)
-    ensure_sample_data(cfg)
+    print(f"==> 1/5 data: {cfg.data.dataset} in {cfg.data.source_dir}", flush=True)
+    # The sources read their files through TensorFlow: its import noise goes to the log.
+    import_tensorflow_quietly(log_path)
+    ensure_source(cfg, work)
+    splits = split_records(cfg, work)
+    print(f"{INDENT}{cfg.data.dataset} splits: " + ", ".join(
+        f"{split} {len(records)} images" for split, records in splits.items()), flush=True)
 
-    print(f"==> 2/5 pipeline {cfg.pipeline.name} through the tfx CLI (local orchestrator); "
-          f"full log: {log_path}", flush=True)
+    print(f"==> 2/5 pipeline {cfg.pipeline.name} on {cfg.data.dataset} through the tfx CLI "
+          f"(local orchestrator); full log: {log_path}", flush=True)
     run_tfx_cli(cfg, config_path, log_path)
 
     evaluation = newest_output(cfg, "RecallEvaluator", "evaluation")
@@ -143,7 +321,6 @@ def _run_demo(cfg: Config, config_path: str, log_path: str, started: float) -> i
         raise CliError(f"no model has been pushed to {model_dir}: {metrics.get('reason', '?')}")
 
     print(f"==> 3/5 serving {model_dir} (embedded TF-Serving-compatible server)", flush=True)
-    import_tensorflow_quietly(log_path)
     from serving.client import EmbeddingClient
     from serving.index import build_index
     from serving.model_server import ModelServer
@@ -156,8 +333,9 @@ def _run_demo(cfg: Config, config_path: str, log_path: str, started: float) -> i
         print(f"    gRPC {server.grpc_target}, REST {server.rest_url}", flush=True)
         with EmbeddingClient(server.grpc_target, cfg.serving.model_name, timeout_s=60) as client:
             status = client.model_status()
-            gallery, queries, origins = gallery_and_queries(cfg, work)
-            print(f"==> 4/5 gRPC embedding requests for {len(queries)} query images", flush=True)
+            gallery, queries, origins = gallery_and_queries(cfg, work, splits["eval"])
+            print(f"==> 4/5 gRPC embedding requests for {len(queries)} {cfg.data.dataset} "
+                  f"query images", flush=True)
             embeddings = client.embed_files([path for path, *_ in queries])
             for (_, class_id, query_origin), e in zip(queries, embeddings):
                 print(f"    {query_origin} (class {class_id}): embedding dim "

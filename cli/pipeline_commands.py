@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from core.names import DATASETS
+from core.dataset_spec import all_specs
 
 log = logging.getLogger("cgd")
 
@@ -18,33 +18,33 @@ WAIT_HELP = ("when another run of this pipeline is in progress, wait for it to f
 
 
 def register(subparsers) -> None:
+    specs = all_specs()
     p = subparsers.add_parser(
         "sample-data", help="write small sample data in a dataset's original layout",
-        description="Write a dataset's files exactly as downloaded (cars196: cars_train.tgz, "
-                    "cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; cub200: "
-                    "CUB_200_2011.tgz; sop: Stanford_Online_Products.zip; inshop: img.zip, "
-                    "list_eval_partition.txt, list_bbox_inshop.txt; folder: one directory "
-                    "per class) with generated, class-structured images.")
-    p.add_argument("--dataset", default="cars196", choices=DATASETS,
-                   help="whose original layout to write (default cars196); then run the "
-                        "pipeline with data.dataset set to it and data.source_dir to --out")
+        description="Write a dataset's files exactly as downloaded ("
+                    + "; ".join(f"{spec.name}: {spec.files}" for spec in specs)
+                    + ") with generated, class-structured images.")
+    p.add_argument("--dataset", default="cars196", choices=[spec.name for spec in specs],
+                   help="whose original layout to write: "
+                        + "; ".join(f"{spec.name}, {spec.description}" for spec in specs)
+                        + ". Default cars196; then run the pipeline with data.dataset set "
+                          "to it and data.source_dir to --out")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--classes", type=int, default=18,
-                   help="number of classes (cars196, cub200: the first N class ids; sop: "
-                        "products, the first half training; inshop: items; default 18)")
+                   help="number of classes (default 18). What each dataset makes of "
+                        "--classes and --images-per-class: "
+                        + "; ".join(f"{spec.name}: {spec.sample}" for spec in specs))
     p.add_argument("--images-per-class", type=int, default=10,
-                   help="images per class (cars196, cub200: split half/half between the "
-                        "original train and test files; inshop: test items split between "
-                        "query and gallery; >= 2; default 10)")
+                   help="images per class (>= 2; default 10)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed: the same seed writes byte-identical files (default 0)")
     p.add_argument("--corrupt", type=int, default=0,
                    help="add K truncated or non-image files (listed like the others)")
     p.add_argument("--real-size", action="store_true",
-                   help="cars196 only: real-photo sizes like Cars196's (long side 400-1,000 "
-                        "px, mostly 4:3 to 16:9 landscape, about 55 KB each) instead of small "
-                        "images (96-240 px); --classes 196 --images-per-class 83 is Cars196's "
-                        "scale (16,268 images, 0.9 GB, a few minutes)")
+                   help=", ".join(spec.name for spec in specs if spec.real_size_sample)
+                        + " only: real-photo sizes (long side 400-1,000 px, mostly 4:3 to "
+                          "16:9 landscape, about 55 KB each) instead of small images "
+                          "(96-240 px)")
     p.set_defaults(func=sample_data)
 
     p = subparsers.add_parser("pipeline", help="run the TFX pipeline")

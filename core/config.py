@@ -18,8 +18,9 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from core.dataset_spec import DatasetSpec, all_specs, dataset_names, shared_options, spec_for
 from core.errors import ConfigError
-from core.names import DATASETS, LOSSES
+from core.names import EVAL_GALLERY, GALLERY_INDEX_KINDS, LOSSES
 
 DEFAULTS_FILE = Path(__file__).with_name("config.yaml")
 DEMO_FILE = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -61,21 +62,11 @@ class PipelineConfig:
             err("name", "must be non-empty and use only letters, digits, '-' and '_'")
 
 
-# Datasets split by configured class ranges: their class count and standard retrieval split
-# (first half of the classes train, second half eval). The others (SOP's Ebay_train/test,
-# In-shop's partition file, a folder's hashed split) split by their own protocol.
-CLASS_RANGE_DATASETS = {
-    "cars196": (196, [1, 98], [99, 196]),
-    "cub200": (200, [1, 100], [101, 200]),
-}
 # evaluator.baseline_rule: how the paired interval of ΔRecall@1 (candidate - production)
 # decides. non_inferior: bless only when its LOWER bound is >= -baseline_tolerance (the
 # candidate proves it is at most the tolerance worse); not_significantly_worse: refuse only
 # when its UPPER bound is < -baseline_tolerance (production must prove the candidate worse).
 BASELINE_RULES = ("non_inferior", "not_significantly_worse")
-# Datasets whose images come with boxes (transform.crop: bbox needs them). In-shop's are
-# optional (list_bbox_inshop.txt); without that file its boxes are the whole image.
-DATASETS_WITH_BOXES = ("cars196", "cub200", "inshop")
 
 
 def retrieval_split(class_id_1based: int, train_classes, eval_classes,
@@ -95,6 +86,9 @@ def retrieval_split(class_id_1based: int, train_classes, eval_classes,
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """The ``data`` section. What each dataset is (class ranges or its own protocol, boxes,
+    its options) is its spec's (``components/datasets/<name>/spec.py``); the fields from
+    ``labels_csv`` on are datasets' options, each checked by the spec that takes it."""
     dataset: str
     source_dir: str = _path()
     file_pattern: str
@@ -108,10 +102,10 @@ class DataConfig:
     split_seed: int
 
     def check(self, err):
-        if self.dataset not in DATASETS:
-            err("dataset", f"must be one of {list(DATASETS)}, got {self.dataset!r}")
-        if self.dataset in CLASS_RANGE_DATASETS:
-            num_classes = CLASS_RANGE_DATASETS[self.dataset][0]
+        if self.dataset not in dataset_names():
+            err("dataset", f"must be one of {list(dataset_names())}, got {self.dataset!r}")
+        if self.spec.class_ranges is not None:
+            num_classes = self.spec.class_ranges.num_classes
             for key in ("train_classes", "eval_classes"):
                 lo_hi = getattr(self, key)
                 if lo_hi is not None and (len(lo_hi) != 2
@@ -133,10 +127,14 @@ class DataConfig:
                              "own protocol (see the README's dataset table)")
             if self.validation_classes < 0:
                 err("validation_classes", "must be >= 0")
-        if not 0.0 < self.eval_fraction < 1.0:
-            err("eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
-        if self.labels_csv and self.dataset != "folder":
-            err("labels_csv", f"is for dataset 'folder' only (dataset is {self.dataset!r})")
+        for option in self.spec.options:
+            problem = option.problem(getattr(self, option.name))
+            if problem:
+                err(option.name, problem)
+        for name, (default, owners) in shared_options().items():
+            if name not in self.source_options and getattr(self, name) != default:
+                err(name, f"is an option of dataset {', '.join(map(repr, owners))} only "
+                          f"(dataset is {self.dataset!r}); remove it")
         if not self.file_pattern or self.file_pattern.startswith("/"):
             err("file_pattern", "must be a non-empty pattern relative to source_dir")
         if self.on_corrupt_image not in ("skip", "fail"):
@@ -145,8 +143,13 @@ class DataConfig:
             err("num_shards", "must be >= 0")
 
     @property
+    def spec(self) -> DatasetSpec:
+        """The chosen dataset's spec (``components/datasets/<dataset>/spec.py``)."""
+        return spec_for(self.dataset)
+
+    @property
     def split_by_class_ranges(self) -> bool:
-        return self.dataset in CLASS_RANGE_DATASETS
+        return self.spec.class_ranges is not None
 
     @property
     def train_range(self) -> Optional[list[int]]:
@@ -154,13 +157,13 @@ class DataConfig:
         set); None for datasets split by their own protocol."""
         if not self.split_by_class_ranges:
             return None
-        return list(self.train_classes or CLASS_RANGE_DATASETS[self.dataset][1])
+        return list(self.train_classes or self.spec.class_ranges.train)
 
     @property
     def eval_range(self) -> Optional[list[int]]:
         if not self.split_by_class_ranges:
             return None
-        return list(self.eval_classes or CLASS_RANGE_DATASETS[self.dataset][2])
+        return list(self.eval_classes or self.spec.class_ranges.eval)
 
     def split_of_class(self, class_id_1based: int) -> str | None:
         """The output split ('train', 'valid', 'eval') of a 1-based class, or None
@@ -186,11 +189,8 @@ class DataConfig:
 
     @property
     def source_options(self) -> dict:
-        """Keyword options of the dataset's source (only the folder source has any)."""
-        if self.dataset != "folder":
-            return {}
-        return {"labels_csv": self.labels_csv, "eval_fraction": self.eval_fraction,
-                "split_seed": self.split_seed}
+        """Keyword options of the dataset's source: the ones its spec declares."""
+        return {option.name: getattr(self, option.name) for option in self.spec.options}
 
     @property
     def output_splits(self) -> list[str]:
@@ -466,6 +466,44 @@ class ServingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GalleryIndexConfig:
+    """The gallery index the pipeline builds for a candidate and pushes with it (#25);
+    search/index.py reads every key but enabled and gallery (the pipeline's)."""
+    enabled: bool
+    gallery: str
+    kind: str
+    exact_below: int
+    nlist: int
+    nprobe: int
+    pq_m: int
+    hnsw_m: int
+    ef_search: int
+    recall_k: int
+    recall_floor: float
+    recall_queries: int
+    seed: int
+
+    def check(self, err):
+        if not self.gallery.strip():
+            err("gallery", f"must be {EVAL_GALLERY!r} (the eval split) or the path of a "
+                           "folder of images or of a CSV catalogue")
+        if self.kind not in GALLERY_INDEX_KINDS:
+            err("kind", f"must be one of {list(GALLERY_INDEX_KINDS)}, got {self.kind!r}")
+        for key, low in (("exact_below", 0), ("nlist", 0), ("pq_m", 0), ("nprobe", 1),
+                         ("ef_search", 1), ("recall_k", 1), ("recall_queries", 1),
+                         ("seed", 0)):
+            if getattr(self, key) < low:
+                err(key, f"must be >= {low}, got {getattr(self, key)}")
+        if not 2 <= self.hnsw_m <= 256:
+            err("hnsw_m", f"must be in [2, 256] (graph links per node), got {self.hnsw_m}")
+        if self.nlist and self.nprobe > self.nlist:
+            err("nprobe", f"{self.nprobe} must be <= nlist {self.nlist} (lists probed per "
+                          "query)")
+        if not 0.0 <= self.recall_floor <= 1.0:
+            err("recall_floor", f"must be in [0, 1], got {self.recall_floor}")
+
+
+@dataclasses.dataclass(frozen=True)
 class KubeflowConfig:
     target: str
     image: str
@@ -582,6 +620,7 @@ class Config:
     evaluator: EvaluatorConfig
     serving: ServingConfig
     kubeflow: KubeflowConfig
+    gallery_index: GalleryIndexConfig
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -774,11 +813,11 @@ def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
         obj.check(err)
         sections[section] = obj
     cfg = Config(**sections)
-    if cfg.transform.crop == "bbox" and cfg.data.dataset not in DATASETS_WITH_BOXES:
+    if cfg.transform.crop == "bbox" and not cfg.data.spec.has_boxes:
         raise ConfigError(
             f"{source}: 'transform.crop' bbox needs bounding boxes, which dataset "
             f"{cfg.data.dataset!r} does not have (datasets with boxes: "
-            f"{', '.join(DATASETS_WITH_BOXES)}); use crop: none")
+            f"{', '.join(s.name for s in all_specs() if s.has_boxes)}); use crop: none")
     if cfg.trainer.input_size > cfg.transform.image_size:
         raise ConfigError(
             f"{source}: 'trainer.input_size' {cfg.trainer.input_size} must be <= "

@@ -61,3 +61,15 @@ CARS196_FILES = (
     "car_devkit.tgz",
     "cars_test_annos_withlabels.mat",
 )
+
+# The gallery index (#25). search/index.py builds and loads it; the pipeline writes it into
+# the pushed SavedModel (<SavedModel>/assets.extra/INDEX_DIR/) and the search service reads
+# it from there. The catalogue (search/catalogue.py) lives in
+# <serving_dir>/<model_name>/CATALOGUE_DIR/, outside the version directories, so it
+# survives pushes and restarts.
+INDEX_DIR = "gallery_index"
+CATALOGUE_DIR = "catalogue"
+# gallery_index.kind values (core/config.py checks them, search/index.py builds them).
+GALLERY_INDEX_KINDS = ("auto", "exact", "hnsw", "ivf_flat", "ivf_pq", "ivf_sq8", "ivf_sq6")
+# gallery_index.gallery: the eval split; any other value is a folder or CSV path.
+EVAL_GALLERY = "eval"

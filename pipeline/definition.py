@@ -21,6 +21,8 @@ from tfx.types import standard_component_specs as keys
 import components.example_gen
 from components.example_gen.component import RetrievalExampleGen
 from components.preprocessing import transform_executor
+from components.gallery_indexer import constants as indexer_keys
+from components.gallery_indexer.component import GalleryIndexer
 from components.recall_evaluator.component import RecallEvaluator
 from core import names
 from core.config import Config, TrainerJob, TransformJob
@@ -121,14 +123,31 @@ def create_components(cfg: Config, root: str | None = None,
         evaluator_config=dataclasses.asdict(cfg.evaluator),
         code_fingerprint=code_fingerprint("components/recall_evaluator"),
     )
+    model, blessing, indexing = (trainer.outputs[keys.MODEL_KEY],
+                                 evaluator.outputs[keys.BLESSING_KEY], [])
+    if cfg.gallery_index.enabled:
+        # The model and its gallery index in one directory, blessed by both gates: the
+        # Pusher publishes them as one version (components/gallery_indexer).
+        indexer = GalleryIndexer(
+            model=model, model_blessing=blessing,
+            examples=(example_gen.outputs[keys.EXAMPLES_KEY]
+                      if cfg.gallery_index.gallery == names.EVAL_GALLERY else None),
+            gallery_index_config=dataclasses.asdict(cfg.gallery_index),
+            serving_model_dir=serving_model_dir,
+            code_fingerprint=code_fingerprint("components/gallery_indexer", "search",
+                                              "components/recall_evaluator"),
+        )
+        model = indexer.outputs[indexer_keys.INDEXED_MODEL_KEY]
+        blessing = indexer.outputs[keys.BLESSING_KEY]
+        indexing = [indexer]
     pusher = tfx.components.Pusher(
-        model=trainer.outputs[keys.MODEL_KEY],
-        model_blessing=evaluator.outputs[keys.BLESSING_KEY],
+        model=model,
+        model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
     return [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-            evaluator, pusher]
+            evaluator, *indexing, pusher]
 
 
 def serving_model_base(cfg: Config) -> str:

@@ -1,4 +1,4 @@
-"""Serving: an embedded TF-Serving-compatible model server, its client, gallery search, CLI.
+"""Serving: an embedded TF-Serving-compatible model server, its client, the search service.
 
 The server, one job per module; each imports only the ones above it:
 
@@ -13,13 +13,31 @@ The server, one job per module; each imports only the ones above it:
                                                                          metrics, rest_codec)
     model_server      ModelServer: composes the above, owns threads and ports
 
-Beside it: ``deploy_config`` (TF Serving's config protos, for ``serving/deploy``),
-``client`` (gRPC ``EmbeddingClient``), ``index`` (gallery index; exact search with
-``components.recall_evaluator.metrics.nearest_neighbours``), ``standin`` (a model
-with the trainer's export contract), ``stderr_filter`` (libjpeg's bare lines off
-``cgd serve``'s stderr) and ``commands`` (``cgd serve/embed/index/search``).
-Of our other packages, serving imports only ``core`` and that one evaluator function.
-Who imports serving: ``cli/main.py`` (``commands``, by name) and ``cli/demo.py``
-(``client``, ``index``, ``model_server``, ``stderr_filter``).
-``tests/test_serving.py`` checks this picture against the imports.
+The search service beside it (``cgd search-serve``, or ``cgd serve --search``):
+
+    search_protocol   its signature and tensor names, default ports       (nothing)
+    search_versions   which version directories carry an index, where     (model_repository)
+    search_embeddings the embedding server it asks, per-version cache     (client, errors)
+    search_service    the (version, index) pair, queries, the catalogue   (errors, model_repository,
+                                                                           search_embeddings,
+                                                                           search_versions)
+    search_grpc       PredictionService (search, gallery_add/_remove),    (errors, grpc_api, metrics,
+                      ModelService                                         search_protocol,
+                                                                           search_service)
+    search_rest       :search, /gallery:add|:remove, status, metrics      (errors, rest_api, rest_codec,
+                                                                           metrics, model_repository,
+                                                                           search_protocol,
+                                                                           search_service)
+    search_server     SearchServer: composes the above, threads, ports    (+ model_server's url_host)
+    search_client     SearchClient (gRPC)                                 (client, search_protocol)
+
+Beside them: ``deploy_config`` (TF Serving's config protos, for ``serving/deploy``),
+``client`` (gRPC ``EmbeddingClient``), ``index`` (embedding a folder of images for a
+``search.index.GalleryIndex``; the demo's older ``.npz`` gallery), ``standin`` (a model
+with the trainer's export contract) and ``stderr_filter`` (libjpeg's bare lines off
+``cgd serve``'s stderr). Of our other packages, serving imports ``core`` and ``search``
+(the gallery index, the catalogue, exact k-NN).
+Who imports serving: ``cli/serving_commands.py`` (``cgd serve/search-serve/embed/index/
+search``) and ``cli/demo.py`` (``client``, ``index``, ``model_server``, ``stderr_filter``).
+``tests/test_architecture.py`` checks this picture against the imports.
 """

@@ -90,12 +90,14 @@ class EmbeddingClient:
 
     # -- plumbing
 
-    def _spec(self, spec, signature: bool = True) -> None:
+    def _spec(self, spec, signature: bool = True, version: int | None = None,
+              signature_name: str | None = None) -> None:
         spec.name = self.model_name
         if signature:
-            spec.signature_name = self.signature_name
-        if self.version is not None:
-            spec.version.value = int(self.version)
+            spec.signature_name = signature_name or self.signature_name
+        version = self.version if version is None else version
+        if version is not None:
+            spec.version.value = int(version)
 
     def _call(self, method: str, rpc, request):
         attempt = 0
@@ -117,10 +119,15 @@ class EmbeddingClient:
 
     # -- embeddings
 
-    def predict(self, inputs: dict, output_filter: Sequence[str] = ()) -> dict:
-        """Raw Predict: {name: array-like} -> {name: np.ndarray}; sets ``last_model_version``."""
+    def predict(self, inputs: dict, output_filter: Sequence[str] = (),
+                version: int | None = None, signature_name: str | None = None) -> dict:
+        """Raw Predict: {name: array-like} -> {name: np.ndarray}; sets ``last_model_version``.
+
+        ``version`` pins this call's model version (over the client's ``version``); the
+        search service asks for the version its index belongs to this way, from many threads.
+        """
         request = predict_pb2.PredictRequest()
-        self._spec(request.model_spec)
+        self._spec(request.model_spec, version=version, signature_name=signature_name)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         request.output_filter.extend(output_filter)
@@ -129,8 +136,11 @@ class EmbeddingClient:
             self.last_model_version = response.model_spec.version.value
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
-    def embed_bytes(self, images: Sequence[bytes]) -> np.ndarray:
-        """Encoded images -> float32 [N, D] (requests of at most ``batch_size`` images)."""
+    def embed_bytes(self, images: Sequence[bytes], version: int | None = None) -> np.ndarray:
+        """Encoded images -> float32 [N, D] (requests of at most ``batch_size`` images).
+
+        ``version`` pins the model version of these calls (see ``predict``).
+        """
         images = list(images)
         if not images:
             return np.zeros((0, 0), np.float32)
@@ -138,7 +148,8 @@ class EmbeddingClient:
         for start in range(0, len(images), self.batch_size):
             self.last_batch_start = start  # where a failing request's rows begin
             batch = images[start:start + self.batch_size]
-            outputs = self.predict({self.input_key: np.asarray(batch, dtype=object)})
+            outputs = self.predict({self.input_key: np.asarray(batch, dtype=object)},
+                                   version=version)
             if self.output_key not in outputs:
                 raise ServingError(self.target, self.model_name, "Predict",
                                    grpc.StatusCode.FAILED_PRECONDITION,
@@ -191,10 +202,13 @@ class EmbeddingClient:
             })
         return out
 
-    def metadata(self) -> dict:
-        """{"name", "version", "signature_def": {signature: {"inputs"|"outputs": {key: {"dtype", "shape"}}}}}."""
+    def metadata(self, version: int | None = None) -> dict:
+        """{"name", "version", "signature_def": {signature: {"inputs"|"outputs": {key: {"dtype", "shape"}}}}}.
+
+        ``version`` asks about that version (NOT_FOUND while the server has not loaded it).
+        """
         request = get_model_metadata_pb2.GetModelMetadataRequest()
-        self._spec(request.model_spec, signature=False)
+        self._spec(request.model_spec, signature=False, version=version)
         request.metadata_field.append("signature_def")
         response = self._call("GetModelMetadata", self._predict.GetModelMetadata, request)
         sig_map = get_model_metadata_pb2.SignatureDefMap()

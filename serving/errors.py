@@ -7,7 +7,13 @@ through ``grpc_status`` and ``http_status`` here, and ``as_request_error`` turns
 anything else into ``Internal``. Status codes are named as in gRPC
 (``"NOT_FOUND"``), which is also what TF Serving reports and counts.
 
-Imports nothing of ours: every serving module may import it.
+The gallery index's own errors (``search.index``: a duplicate id, an unknown id,
+k out of range, a missing, corrupt or mismatched index) get their codes here too,
+in ``_search_error_codes``; ``as_request_error`` applies it.
+
+Imports nothing of ours at import time (every serving module may import it);
+``search.index`` only once one of its errors is being mapped, so processes that
+never search do not load faiss.
 """
 
 from __future__ import annotations
@@ -68,6 +74,11 @@ class RequestTooLarge(ResourceExhausted):
     """A REST body over ``max_request_bytes`` (gRPC enforces its limit in the transport)."""
 
 
+class AlreadyExists(RequestError):
+    """An id to add to the gallery is there already."""
+    code = "ALREADY_EXISTS"
+
+
 class Unavailable(RequestError):
     """No version of the model is loaded yet."""
     code = "UNAVAILABLE"
@@ -98,10 +109,29 @@ def http_status(error: RequestError) -> int:
     return HTTP_STATUS.get(error.code, 500)
 
 
+def _search_error_codes() -> tuple:
+    """(search.index error type, code name), most specific first."""
+    from search import index
+    return (
+        (index.DuplicateIdError, "ALREADY_EXISTS"),     # add of an id the gallery has
+        (index.UnknownIdError, "NOT_FOUND"),            # remove of an id it has not
+        (index.IndexQueryError, "INVALID_ARGUMENT"),    # k outside [1, size], bad query shape
+        (index.ModelMismatchError, "FAILED_PRECONDITION"),  # index of another model / dimension
+        (index.CorruptIndexError, "DATA_LOSS"),         # a file differs from the manifest
+        (index.MissingIndexError, "FAILED_PRECONDITION"),   # no manifest: never taken as complete
+        (index.GalleryIndexError, "FAILED_PRECONDITION"),
+    )
+
+
 def as_request_error(exc: BaseException) -> RequestError:
-    """``exc`` itself if it is a ``RequestError``, otherwise ``Internal`` naming it."""
+    """``exc`` itself if it is a ``RequestError``, a gallery index error with its code from
+    ``_search_error_codes``, otherwise ``Internal`` naming it."""
     if isinstance(exc, RequestError):
         return exc
+    if type(exc).__module__.startswith("search."):
+        for error_type, code in _search_error_codes():
+            if isinstance(exc, error_type):
+                return RequestError(str(exc), code)
     return Internal(f"{type(exc).__name__}: {exc}")
 
 

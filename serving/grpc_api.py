@@ -2,12 +2,13 @@
 
 The servicers only convert protos (``TensorProto`` <-> NumPy, status rows <->
 ``GetModelStatusResponse``); validation and errors come from
-``serving.dataplane``. Every method goes through ``_rpc``, which counts it
+``serving.dataplane``. Every method goes through ``counted_rpc``, which counts it
 (``RequestCounter.counted``) and turns a ``RequestError`` into its gRPC status
 with ``serving.errors.grpc_status``.
 
-Imports ``serving.errors``, ``serving.dataplane`` and ``serving.metrics``; only
-``serving.model_server`` imports it.
+Imports ``serving.errors``, ``serving.dataplane`` and ``serving.metrics``;
+``serving.model_server`` imports it, and ``serving.search_grpc`` its ``counted_rpc``,
+``spec_version`` and ``status_response``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from serving.metrics import RequestCounter
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
-def _rpc(api: str):
+def counted_rpc(api: str):
     """Decorates a servicer method: counted under ``api``, its ``RequestError`` aborts the call."""
     def decorate(method):
         @functools.wraps(method)
@@ -41,7 +42,7 @@ def _rpc(api: str):
     return decorate
 
 
-def _spec_version(spec) -> tuple[int | None, str]:
+def spec_version(spec) -> tuple[int | None, str]:
     """(model_spec.version or None for the newest, model_spec.version_label or "")."""
     version = spec.version.value if spec.HasField("version") else None
     return version, spec.version_label if spec.HasField("version_label") else ""
@@ -52,10 +53,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.dataplane = dataplane
         self.requests = requests
 
-    @_rpc("grpc_predict")
+    @counted_rpc("grpc_predict")
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
         spec = request.model_spec
-        servable = self.dataplane.servable(spec.name, *_spec_version(spec))
+        servable = self.dataplane.servable(spec.name, *spec_version(spec))
         signature = self.dataplane.signature(servable, spec.signature_name)
         inputs = {}
         for name, proto in request.inputs.items():
@@ -74,7 +75,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
         return response
 
-    @_rpc("grpc_metadata")
+    @counted_rpc("grpc_metadata")
     def GetModelMetadata(self, request, context):  # noqa: N802
         spec = request.model_spec
         if not request.metadata_field:
@@ -82,7 +83,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
                 raise InvalidArgument(f"Metadata field {field} is not supported")
-        servable = self.dataplane.servable(spec.name, *_spec_version(spec))
+        servable = self.dataplane.servable(spec.name, *spec_version(spec))
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = self.dataplane.model_name
         response.model_spec.version.value = servable.version
@@ -95,18 +96,22 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.dataplane = dataplane
         self.requests = requests
 
-    @_rpc("grpc_status")
+    @counted_rpc("grpc_status")
     def GetModelStatus(self, request, context):  # noqa: N802
         spec = request.model_spec
-        rows = self.dataplane.model_status(spec.name, *_spec_version(spec))
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for version, state, code, message in rows:
-            status = response.model_version_status.add()
-            status.version = version
-            status.state = state
-            status.status.error_code = status_number(code)
-            status.status.error_message = message
-        return response
+        return status_response(self.dataplane.model_status(spec.name, *spec_version(spec)))
+
+
+def status_response(rows) -> get_model_status_pb2.GetModelStatusResponse:
+    """[(version, State, code name, message)] as TF Serving's ``GetModelStatusResponse``."""
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for version, state, code, message in rows:
+        status = response.model_version_status.add()
+        status.version = version
+        status.state = state
+        status.status.error_code = status_number(code)
+        status.status.error_message = message
+    return response
 
 
 def add_servicers(server: grpc.Server, dataplane: DataPlane, requests: RequestCounter) -> None:

@@ -1,17 +1,12 @@
-"""Gallery index: embed a directory of images through the model server, search it exactly.
+"""Embedding a directory of images through a model server, for a gallery index.
 
-The index is one ``.npz`` file (``numpy.load(path, allow_pickle=False)`` reads it):
+``embed_paths`` embeds image files through an ``EmbeddingClient`` (``cgd embed``), skipping
+and naming the ones the server cannot decode; ``build_gallery_index`` embeds a directory
+into a ``search.index.GalleryIndex`` stamped with the served version's model fingerprint
+(``cgd index build``), which the search service (``serving.search_service``) serves.
 
-    embeddings     float32 [N, D], as returned by the server (L2-normalised)
-    paths          str [N], absolute image paths
-    model_name     str, model_version int64, dim int64, created float64 (unix time)
-    format_version int64 (1)
-
-It is written to a temporary file in the same directory and moved into place
-with ``os.replace``, so an index is never half-written. Search is exact top-k
-by Euclidean distance with the evaluator's ``nearest_neighbours``
-(``components.recall_evaluator.metrics``, pure NumPy), so a served search ranks
-exactly as Recall@K counts: ties go to the lower gallery index.
+``NpzGallery`` and ``build_index`` are the older ``.npz`` file with exact NumPy search,
+superseded by ``search.index``; only ``cli/demo.py``'s step 5 still writes it.
 """
 
 from __future__ import annotations
@@ -32,16 +27,15 @@ log = logging.getLogger("cgd.serving.index")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 FORMAT_VERSION = 1
-_NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a zip file
-_ARRAYS = ("embeddings", "paths", "model_name", "model_version", "created", "format_version")
-
-
-class GalleryIndexError(ValueError):
-    """The index file is missing, unreadable or inconsistent (message names the file)."""
 
 
 @dataclasses.dataclass
-class GalleryIndex:
+class NpzGallery:
+    """The demo's gallery file: ``embeddings`` float32 [N, D], ``paths``, ``model_name``,
+    ``model_version``, ``dim``, ``created``, ``format_version`` in one ``.npz``, written
+    atomically (temp file, fsync, ``os.replace``); exact top-k with
+    ``search.exact.nearest_neighbours``, ties to the lower row as Recall@K counts."""
+
     embeddings: np.ndarray  # float32 [N, D]
     paths: list[str]
     model_name: str
@@ -78,37 +72,6 @@ class GalleryIndex:
                 os.unlink(tmp)
             raise
 
-    @classmethod
-    def load(cls, path: str) -> "GalleryIndex":
-        if not os.path.isfile(path):
-            raise GalleryIndexError(f"index file {path} does not exist (build it with `cgd index build`)")
-        not_an_index = f"{path} is not a gallery index file (an .npz written by `cgd index build`)"
-        with open(path, "rb") as f:
-            # np.load would take any other file for a pickle and say so, in its own words.
-            if f.read(len(_NPZ_MAGIC)) != _NPZ_MAGIC:
-                raise GalleryIndexError(not_an_index)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in _ARRAYS if k not in data.files]
-                if missing:
-                    raise GalleryIndexError(f"{not_an_index}: it has no {', '.join(missing)}")
-                fmt = int(data["format_version"])
-                if fmt != FORMAT_VERSION:
-                    raise GalleryIndexError(f"{path}: index format {fmt}, expected {FORMAT_VERSION}")
-                index = cls(embeddings=data["embeddings"].astype(np.float32),
-                            paths=[str(p) for p in data["paths"]],
-                            model_name=str(data["model_name"]),
-                            model_version=int(data["model_version"]),
-                            created=float(data["created"]))
-        except GalleryIndexError:
-            raise
-        except (OSError, ValueError, KeyError) as e:
-            raise GalleryIndexError(f"{not_an_index}: {e}") from None
-        if index.embeddings.ndim != 2 or index.embeddings.shape[0] != len(index.paths):
-            raise GalleryIndexError(f"{path}: {index.embeddings.shape} embeddings for "
-                              f"{len(index.paths)} paths")
-        return index
-
     def search(self, query: np.ndarray, k: int = 8) -> list[tuple[int, float, str]]:
         """Exact top-k of one query [D]: [(rank from 1, Euclidean distance, path)].
 
@@ -141,8 +104,9 @@ def find_images(root: str) -> list[str]:
 
 @dataclasses.dataclass
 class BuildReport:
-    index: GalleryIndex
+    index: object                   # NpzGallery (build_index) or search.index.GalleryIndex
     skipped: list[tuple[str, str]]  # (path, reason)
+    version_dir: str = ""           # build_gallery_index: the version whose model embedded
 
 
 @dataclasses.dataclass
@@ -209,18 +173,54 @@ def embed_paths(client, paths: Sequence[str], batch_size: int = 32, strict: bool
     return EmbedReport(kept_paths, np.concatenate(chunks), skipped, int(versions.pop() or 0))
 
 
-def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> BuildReport:
-    """Embed every image under ``image_dir`` through ``client`` (``embed_paths``)."""
+def _embed_directory(client, image_dir: str, batch_size: int, strict: bool,
+                     progress) -> EmbedReport:
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"image directory {image_dir} does not exist")
     paths = find_images(image_dir)
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {image_dir}")
-    report = embed_paths(client, paths, batch_size, strict, progress, where=f" under {image_dir}")
-    index = GalleryIndex(report.embeddings, report.paths, client.model_name,
-                         report.model_version, time.time())
+    return embed_paths(client, paths, batch_size, strict, progress, where=f" under {image_dir}")
+
+
+def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> BuildReport:
+    """The demo's ``NpzGallery`` of every image under ``image_dir`` (``embed_paths``)."""
+    report = _embed_directory(client, image_dir, batch_size, strict, progress)
+    index = NpzGallery(report.embeddings, report.paths, client.model_name,
+                       report.model_version, time.time())
     return BuildReport(index, report.skipped)
+
+
+def build_gallery_index(client, image_dir: str, model_base_path: str, config,
+                        batch_size: int = 32, strict: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> BuildReport:
+    """A ``search.index.GalleryIndex`` of every image under ``image_dir``, embedded by the
+    served model and stamped with its version's fingerprint.
+
+    Ids are the paths relative to ``image_dir``; metadata ``{"path", "class"}`` (the class
+    is the first sub-folder, "" for images at the top). ``model_base_path`` holds
+    ``<model>/<version>/`` as the server reads it: the answering version's
+    ``saved_model.pb`` is fingerprinted there. ``config``: the ``gallery_index`` section.
+    """
+    from search.index import GalleryIndex, ModelStamp, model_fingerprint
+
+    report = _embed_directory(client, image_dir, batch_size, strict, progress)
+    version_dir = os.path.join(os.path.abspath(model_base_path), client.model_name,
+                               str(report.model_version))
+    if not os.path.isfile(os.path.join(version_dir, "saved_model.pb")):
+        raise FileNotFoundError(
+            f"the server embedded with version {report.model_version} of model "
+            f"{client.model_name}, but {version_dir}/saved_model.pb does not exist: pass the "
+            f"directory the server reads as --model-base-path")
+    root = os.path.abspath(image_dir)
+    ids = [os.path.relpath(p, root) for p in report.paths]
+    metadata = [{"path": p, "class": i.split(os.sep)[0] if os.sep in i else ""}
+                for p, i in zip(report.paths, ids)]
+    stamp = ModelStamp(client.model_name, model_fingerprint(version_dir),
+                       int(report.embeddings.shape[1]), str(report.model_version))
+    index = GalleryIndex.build(report.embeddings, ids, metadata, config, stamp)
+    return BuildReport(index, report.skipped, version_dir)
 
 
 def progress_printer(label: str, stream=None, delay_s: float = 2.0,

@@ -44,15 +44,15 @@ class RequestCounter:
     def counted(self, api: str, handler: Callable[[], T]) -> T:
         """``handler()``, counted under ``api`` as ``OK`` or as its error's code.
 
-        Any exception leaves as a ``RequestError`` (an unexpected one as
-        ``Internal``, logged with its traceback), so the caller only has to put
-        a ``RequestError`` on the wire.
+        Any exception leaves as a ``RequestError`` (a gallery index error with its
+        code, an unexpected one as ``Internal``, logged with its traceback), so the
+        caller only has to put a ``RequestError`` on the wire.
         """
         try:
             result = handler()
         except Exception as e:  # noqa: BLE001 - every failure is answered and counted
             error = as_request_error(e)
-            if error is not e:
+            if error.code == "INTERNAL":  # a bug, not a refused request: keep its traceback
                 log.exception("%s failed", api)
             self.count(api, error.code)
             if error is e:

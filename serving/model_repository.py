@@ -5,7 +5,10 @@ the newest complete version is served (``model_version_policy { latest {
 num_versions: 1 } }``), a new version is loaded fully before it replaces the
 old one, and requests in flight finish on the version they started with. A
 version directory counts as complete once ``saved_model.pb`` exists (the
-Pusher copies it last).
+Pusher copies it last) and its gallery index, if any, matches its manifest
+(``version_complete``). With ``num_versions=2`` the version before the newest
+stays loaded for requests that name it: the search service pins the version its
+index belongs to, and switches after the model server does.
 
 Imports ``serving.errors`` only; ``serving.dataplane`` and
 ``serving.model_server`` import it.
@@ -14,6 +17,7 @@ Imports ``serving.errors`` only; ``serving.dataplane`` and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -25,6 +29,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
+from core.names import INDEX_DIR
+from search.index import GalleryIndexError, model_fingerprint, read_manifest
 from serving.errors import NotFound, Unavailable
 
 log = logging.getLogger("cgd.serving")
@@ -79,9 +85,43 @@ def scan_versions(model_dir: str) -> dict[int, str]:
         if not name.isdigit():
             continue
         path = os.path.join(model_dir, name)
-        if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+        if version_complete(path):
             versions[int(name)] = path
     return versions
+
+
+def version_complete(path: str) -> bool:
+    """A version directory is complete once ``saved_model.pb`` exists and, when the model
+    carries a gallery index (``assets.extra/gallery_index/``), that index is whole too.
+
+    TFX's Pusher copies a version file by file, ``saved_model.pb`` last and not
+    atomically (tfx/components/pusher/executor.py): a push killed before that file has
+    none; one killed inside it leaves it torn. The index's manifest (search/index.py,
+    written last) lists every file's size and the sha256 of the model's
+    ``saved_model.pb``: both must match, so neither a torn model nor an index copied in
+    part (by any copier, in any order) counts. Checked once per state of the files.
+    """
+    model = os.path.join(path, SAVED_MODEL_FILE)
+    if not os.path.isfile(model):
+        return False
+    index = os.path.join(path, "assets.extra", INDEX_DIR)
+    if not os.path.isdir(index):
+        return True
+    files = sorted(os.listdir(index))
+    return _index_matches(index, _file_identity(model),
+                          tuple((f, _file_identity(os.path.join(index, f))) for f in files))
+
+
+@functools.lru_cache(maxsize=1024)
+def _index_matches(index: str, model_identity: tuple, file_identities: tuple) -> bool:
+    try:
+        manifest = read_manifest(index)
+        fingerprint = model_fingerprint(os.path.dirname(os.path.dirname(index)))
+    except GalleryIndexError:
+        return False
+    sizes = {name: identity[1] for name, identity in file_identities}
+    return (fingerprint == manifest["model"]["fingerprint"] and
+            all(sizes.get(name) == entry["bytes"] for name, entry in manifest["files"].items()))
 
 
 class ModelRepository:
@@ -92,11 +132,15 @@ class ModelRepository:
     an old version stays alive until its last request finishes.
     """
 
-    def __init__(self, base_path: str, model_name: str):
+    def __init__(self, base_path: str, model_name: str, num_versions: int = 1):
+        if num_versions < 1:
+            raise ValueError(f"num_versions must be >= 1: {num_versions}")
         self.base_path = os.path.abspath(base_path)
         self.model_name = model_name
         self.model_dir = os.path.join(self.base_path, model_name)
+        self.num_versions = int(num_versions)
         self.current: Servable | None = None
+        self._loaded: dict[int, Servable] = {}  # the newest num_versions loaded, current among them
         self._states: dict[int, tuple[int, str, str]] = {}  # version -> (state, code, message)
         self._failed: dict[int, tuple] = {}  # version -> (mtime, size) of the saved_model.pb that failed
         self._lock = threading.Lock()  # one poll at a time
@@ -133,14 +177,17 @@ class ModelRepository:
                 return False
             weakref.finalize(servable, log.info, "released version %d of model %s "
                              "(its last request finished)", newest, self.model_name).atexit = False
+            loaded = {**self._loaded, newest: servable}
+            kept = sorted(loaded, reverse=True)[:self.num_versions]
+            self._loaded = {v: loaded[v] for v in kept}
             self.current = servable  # the atomic swap
             self._set_state(newest, State.AVAILABLE)
             log.info("loaded version %d of model %s in %.1f s (signatures: %s)", newest,
                      self.model_name, time.monotonic() - start, ", ".join(sorted(servable.signatures)))
-            if current is not None:
-                self._set_state(current.version, State.END)
+            for version in sorted(set(loaded) - set(kept)):
+                self._set_state(version, State.END)
                 log.info("unloading version %d of model %s (freed when its requests in flight finish)",
-                         current.version, self.model_name)
+                         version, self.model_name)
             return True
 
     def _failed_unchanged(self, version: int, path: str) -> bool:
@@ -165,7 +212,10 @@ class ModelRepository:
             raise Unavailable(f"model {self.model_name} has no version loaded yet "
                               f"(waiting for a version under {self.model_dir})")
         if version is not None and version != servable.version:
-            raise NotFound(f"Servable not found for request: Specific({self.model_name}, {version})")
+            servable = self._loaded.get(version)
+            if servable is None:
+                raise NotFound(f"Servable not found for request: Specific({self.model_name}, "
+                               f"{version})")
         return servable
 
 

@@ -58,17 +58,21 @@ class ModelServer:
         poll_seconds: how often to look for new versions.
         max_batch_size, batch_timeout_ms: server-side batching, off when 0.
         max_request_bytes: larger requests fail with RESOURCE_EXHAUSTED (REST: 413).
+        num_versions: versions kept loaded (TF Serving's ``latest { num_versions }``): 2
+            beside the search service, which answers from the previous version until the
+            new one's index is loaded (``serving.search_service``).
     """
 
     def __init__(self, base_path: str, model_name: str, host: str = "127.0.0.1",
                  grpc_port: int = 8500, rest_port: int | None = 8501, poll_seconds: float = 2.0,
                  max_batch_size: int = 0, batch_timeout_ms: float = 5.0,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, grpc_workers: int = 16):
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, grpc_workers: int = 16,
+                 num_versions: int = 1):
         if not model_name or "/" in model_name:
             raise ValueError(f"model_name must be non-empty without '/': {model_name!r}")
         if poll_seconds <= 0 or max_request_bytes <= 0 or max_batch_size < 0:
             raise ValueError("poll_seconds and max_request_bytes must be > 0, max_batch_size >= 0")
-        self.repository = ModelRepository(base_path, model_name)
+        self.repository = ModelRepository(base_path, model_name, num_versions)
         self.batcher = Batcher(max_batch_size, batch_timeout_ms) if max_batch_size > 0 else None
         self.dataplane = DataPlane(self.repository, self.batcher)
         self.requests = RequestCounter()
@@ -90,11 +94,11 @@ class ModelServer:
 
     @property
     def grpc_target(self) -> str:
-        return f"{_url_host(self.host)}:{self.grpc_port}"
+        return f"{url_host(self.host)}:{self.grpc_port}"
 
     @property
     def rest_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.rest_port}"
+        return f"http://{url_host(self.host)}:{self.rest_port}"
 
     def start(self) -> "ModelServer":
         if self._grpc_server is not None:
@@ -109,7 +113,7 @@ class ModelServer:
                      # Without it a second server could bind the same port and share its calls.
                      ("grpc.so_reuseport", 0)])
         add_servicers(server, self.dataplane, self.requests)
-        bound = server.add_insecure_port(f"{_url_host(self.host)}:{grpc_port}")
+        bound = server.add_insecure_port(f"{url_host(self.host)}:{grpc_port}")
         if bound == 0:
             raise OSError(f"cannot bind gRPC port {self.host}:{grpc_port}")
         server.start()
@@ -181,7 +185,7 @@ class ModelServer:
         self.stop()
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     """``host`` as it goes in a URL or gRPC target: an IPv6 literal needs brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 

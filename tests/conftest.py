@@ -9,6 +9,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+# Fixtures, by name, that run a pipeline, start a server or a stand-in (KFP, Vertex, GCS),
+# spawn a process or generate sample archives. A test using one, directly or through
+# another fixture, belongs to the slow tier; collection fails if it is not marked slow, so
+# that `make test-fast` cannot silently grow slow tests. tests/test_architecture.py keeps
+# this list in step with the fixtures defined under tests/.
+SLOW_FIXTURES = frozenset({
+    "sample_data", "data_pipeline",                   # here: sample archives, a pipeline run
+    "server", "servers", "vertex", "cluster",         # model/search servers, KFP/Vertex/GCS
+    "kfp_runs", "kfp_split_change", "runs",           # pipelines on the KFP stand-in or local
+    "fake_tfx", "fake_tensorflow",                    # scripts run in a subprocess
+    "sample", "folders", "csv_sample",                # per-dataset generated sample archives
+})
+
+
+def unmarked_slow_tests(items) -> list[str]:
+    """'<test id> uses <fixtures>' for each test not marked slow that uses a slow fixture."""
+    found = []
+    for item in items:
+        used = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if used and item.get_closest_marker("slow") is None:
+            found.append(f"{item.nodeid} uses {', '.join(sorted(used))}")
+    return found
+
+
+# tryfirst: before `-m "not slow"` deselects, so the fast tier's own run checks every test.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    unmarked = unmarked_slow_tests(items)
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use a slow fixture (tests/conftest.py SLOW_FIXTURES) but are not "
+            "marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
+
 # Models for the retraining tests, whose quality difference is by construction, not luck:
 # with the backbone's caffe preprocessing, black padding is a strong constant that
 # dominates a random-init network's features (the reason transform.pad_value defaults to

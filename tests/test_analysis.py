@@ -38,6 +38,7 @@ def exported(data_pipeline, tmp_path_factory):
     return cfg, model_dir, config_path
 
 
+@pytest.mark.slow
 def test_analyze_prints_a_table_and_writes_the_evaluator_metrics(exported, tmp_path, capsys):
     cfg, model_dir, config_path = exported
     out = tmp_path / "new" / "dir" / "m.json"  # parent dirs are created
@@ -80,6 +81,7 @@ def test_analyze_prints_a_table_and_writes_the_evaluator_metrics(exported, tmp_p
     assert f"{expected['recall@1']:.4f}" in printed
 
 
+@pytest.mark.slow
 def test_analyze_rejects_a_directory_without_a_model(exported, tmp_path, capsys):
     _, _, config_path = exported
     assert cgd(["analyze", "--config", str(config_path), "--model", str(tmp_path)]) == 1
@@ -156,6 +158,7 @@ def test_missing_examples_name_the_path_and_the_demo_config(tmp_path, capsys, mo
         assert "no --config" in err and "--config configs/demo.yaml" in err
 
 
+@pytest.mark.slow
 def test_visualize_data_tiles_are_the_transformed_training_images(exported, tmp_path, capsys):
     cfg, _, config_path = exported
     out = tmp_path / "pics" / "grid.png"
@@ -185,6 +188,7 @@ def test_visualize_data_tiles_are_the_transformed_training_images(exported, tmp_
         assert pixels[top:bottom, left:right].min() < 128
 
 
+@pytest.mark.slow
 def test_visualize_rankings_writes_png_and_html(exported, tmp_path, capsys):
     _, model_dir, config_path = exported
     out_dir = tmp_path / "new" / "rankings"

@@ -20,6 +20,7 @@ def _digests(directory):
     return {f: hashlib.sha256((directory / f).read_bytes()).hexdigest() for f in CARS196_FILES}
 
 
+@pytest.mark.slow
 def test_sample_data_has_the_original_layout(sample_data):
     for name in CARS196_FILES:
         assert (sample_data_dir(sample_data) / name).is_file()
@@ -37,6 +38,7 @@ def sample_data_dir(summary):
     return Path(summary.out_dir)
 
 
+@pytest.mark.slow
 def test_sample_data_is_deterministic_for_a_seed(tmp_path):
     a = make_sample_data(tmp_path / "a", 3, 4, seed=1, corrupt=1)
     b = make_sample_data(tmp_path / "b", 3, 4, seed=1, corrupt=1)
@@ -65,6 +67,7 @@ def test_real_size_images_follow_cars196s_size_distribution():
     assert aspect.max() <= 2.0 + 0.01 and aspect.min() >= 4 / 3 - 0.01
 
 
+@pytest.mark.slow
 def test_real_size_sample_is_photo_sized_and_independent_of_the_process_count(
         tmp_path, monkeypatch):
     """Photo-sized JPEGs of about Cars196's file size (55 KB on average); the classes are
@@ -88,6 +91,7 @@ def test_real_size_sample_is_photo_sized_and_independent_of_the_process_count(
     assert 35_000 < np.mean(lengths) < 90_000
 
 
+@pytest.mark.slow
 def test_images_vary_in_size_aspect_and_mode(sample_data, tmp_path):
     from PIL import Image
     with tarfile.open(sample_data_dir(sample_data) / "cars_train.tgz") as tar:
@@ -106,6 +110,7 @@ def test_images_vary_in_size_aspect_and_mode(sample_data, tmp_path):
     assert {"RGB", "L", "CMYK"} <= modes
 
 
+@pytest.mark.slow
 def test_tfds_parsing_round_trips_every_annotation(sample_data, tmp_path):
     records = list(tfds_source.iter_records(sample_data.out_dir, str(tmp_path)))
     expected = ({("train", f, c) for f, c in sample_data.train}
@@ -131,6 +136,7 @@ def test_tfds_parsing_round_trips_every_annotation(sample_data, tmp_path):
     assert SAMPLE["num_classes"] == len(names)
 
 
+@pytest.mark.slow
 def test_boxes_normalised_in_beam_agree_with_tfds_own_parsing(tmp_path):
     """TFDS's own returnBbox (which opens every image for its size) and ours (pixel boxes
     from the same .mat fields, normalised by the size Beam decodes) give the same boxes."""
@@ -158,6 +164,7 @@ def test_boxes_normalised_in_beam_agree_with_tfds_own_parsing(tmp_path):
     assert compared == summary.num_valid == len(records)
 
 
+@pytest.mark.slow
 def test_images_stay_in_the_inflated_archives(sample_data, tmp_path):
     """ExampleGen's mode: one .tar per archive and no file per image; every record reads
     back the bytes the original archive holds."""
@@ -179,6 +186,7 @@ def test_images_stay_in_the_inflated_archives(sample_data, tmp_path):
             {k: v for k, v in other.items() if k != "image_path"}
 
 
+@pytest.mark.slow
 def test_an_image_archive_without_its_directory_is_named(sample_data, tmp_path):
     source = tmp_path / "src"
     shutil.copytree(sample_data.out_dir, source)
@@ -192,6 +200,7 @@ def test_an_image_archive_without_its_directory_is_named(sample_data, tmp_path):
                                       images_in_archive=True))
 
 
+@pytest.mark.slow
 def test_a_truncated_archive_is_named(sample_data, tmp_path):
     source = tmp_path / "src"
     shutil.copytree(sample_data.out_dir, source)
@@ -210,6 +219,7 @@ def test_missing_directory_lists_the_four_files(tmp_path):
     assert all(name in str(e.value) for name in CARS196_FILES)
 
 
+@pytest.mark.slow
 def test_missing_file_names_it_and_what_was_found(sample_data, tmp_path):
     for name in CARS196_FILES[:3]:
         shutil.copy(sample_data_dir(sample_data) / name, tmp_path / name)
@@ -258,6 +268,7 @@ def _replace_in_devkit(source, tmp_path, member, data: bytes):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replacement, message", [
     (b"class_names: a text file, not MATLAB", "devkit/cars_meta.mat: not a readable"),
     ("wrong_names", "first difference at class 1"),
@@ -277,6 +288,7 @@ def test_a_bad_cars_meta_mat_is_refused_naming_the_file(sample_data, tmp_path, r
         list(tfds_source.iter_records(str(source), str(tmp_path / "work")))
 
 
+@pytest.mark.slow
 def test_the_sample_cars_meta_mat_passes(sample_data, tmp_path):
     import glob
     from pathlib import Path

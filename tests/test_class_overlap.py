@@ -291,6 +291,7 @@ def stand_in(model_dir, seed, seen=None):
     return serving_dir
 
 
+@pytest.mark.slow
 def test_executor_names_the_overlap_and_compares_on_unseen_classes(tmp_path, named_eval_examples):
     from components.recall_evaluator.embedding import embed_with_signature, read_eval_images
 
@@ -319,6 +320,7 @@ def test_executor_names_the_overlap_and_compares_on_unseen_classes(tmp_path, nam
         metrics.recall_at_k(cand, labels, ks=(1,))[1])
 
 
+@pytest.mark.slow
 def test_executor_with_a_production_model_of_unknown_classes_says_so(tmp_path,
                                                                      named_eval_examples):
     serving = tmp_path / "serving" / "cgd"

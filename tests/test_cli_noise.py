@@ -63,11 +63,13 @@ def assert_quiet(lines: list[str]) -> None:
 # --------------------------------------------------------------------------- light commands
 
 
+@pytest.mark.slow
 def test_help_prints_usage_and_nothing_on_stderr():
     code, out, err = cgd("--help", timeout=60)
     assert code == 0 and out.startswith("usage: cgd") and err == []
 
 
+@pytest.mark.slow
 def test_sample_data_small_job_prints_one_line(tmp_path):
     code, out, err = cgd("sample-data", "--out", str(tmp_path / "data"), "--classes", "4",
                          "--images-per-class", "2", timeout=60)
@@ -163,6 +165,7 @@ def fake_tensorflow(tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_tensorflow_import_drops_exactly_the_registration_lines(fake_tensorflow):
     code, err = fake_tensorflow()
     assert code == 0, "\n".join(err)
@@ -171,6 +174,7 @@ def test_tensorflow_import_drops_exactly_the_registration_lines(fake_tensorflow)
         "a Python warning while importing", "after import"]
 
 
+@pytest.mark.slow
 def test_a_failed_tensorflow_import_still_shows_everything_else(fake_tensorflow):
     code, err = fake_tensorflow("raise")
     text = "\n".join(err)
@@ -183,6 +187,7 @@ def test_a_failed_tensorflow_import_still_shows_everything_else(fake_tensorflow)
     assert code != 0 and "F fatal: the last words before abort()" in err, err
 
 
+@pytest.mark.slow
 def test_verbose_filters_nothing(fake_tensorflow):
     code, err = fake_tensorflow(verbose=True)
     assert code == 0 and err[:3] == TF_REGISTRATION_LINES, err
@@ -201,6 +206,7 @@ def server(tmp_path_factory):
         yield srv
 
 
+@pytest.mark.slow
 def test_index_build_one_warning_per_skipped_file_and_one_summary(server, tmp_path):
     from PIL import Image
     gallery = tmp_path / "gallery"
@@ -211,19 +217,20 @@ def test_index_build_one_warning_per_skipped_file_and_one_summary(server, tmp_pa
             gallery / f"class_{i % 2}" / f"{i}.jpg")
     broken = gallery / "class_0" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
-    out = tmp_path / "gallery.npz"
+    out = tmp_path / "gallery_index"
     code, stdout, err = cgd("index", "build", "--server", server.grpc_target, "--model-name",
-                            MODEL, "--images", str(gallery), "--out", str(out),
-                            "--batch-size", "4")
-    assert code == 0 and stdout == "" and out.is_file(), "\n".join(err)
+                            MODEL, "--model-base-path", server.repository.base_path,
+                            "--images", str(gallery), "--out", str(out), "--batch-size", "4")
+    assert code == 0 and stdout == "" and out.is_dir(), "\n".join(err)
     assert_quiet(err)
     assert len(err) == 2, "\n".join(err)
     assert re.fullmatch(rf"{LOG_LINE}cgd\.serving\.index: skipped {re.escape(str(broken))}: .+",
                         err[0]), err[0]
     assert re.fullmatch(rf"{LOG_LINE}cgd: index build: indexed 5 of 6 images \(1 skipped\) -> "
-                        rf"{re.escape(str(out))} \(model cgd version 1, dim 16\)", err[1]), err[1]
+                        rf"{re.escape(str(out))} \(exact index, model cgd version 1, dim 16\)", err[1]), err[1]
 
 
+@pytest.mark.slow
 def test_kubeflow_compile_imports_tfx_quietly(tmp_path):
     """TFX in the cgd process: 111 stderr lines before (68 Beam "Using Any", 16 Google
     FutureWarnings, 10 absl INFO, 3 TensorFlow registration errors); now only cgd's own."""

@@ -265,3 +265,41 @@ def test_an_unknown_key_with_no_close_match_lists_only_its_sections_keys(tmp_pat
     path.write_text("colour: blue\n")
     with pytest.raises(ConfigError, match=r"unknown key 'colour' \(the sections are: data, "):
         load_config(path)
+
+
+def test_the_gallery_index_defaults():
+    g = load_config().gallery_index
+    assert (g.enabled, g.gallery, g.kind) == (True, "eval", "auto")
+    assert (g.recall_k, g.recall_floor, g.recall_queries) == (10, 0.95, 1000)
+    assert g.exact_below == 50000 and g.nlist == 0 and g.pq_m == 0
+
+
+@pytest.mark.parametrize("yaml_text, key", [
+    ("gallery_index:\n  kind: annoy\n", "gallery_index.kind"),
+    ("gallery_index:\n  gallery: ''\n", "gallery_index.gallery"),
+    ("gallery_index:\n  exact_below: -1\n", "gallery_index.exact_below"),
+    ("gallery_index:\n  nlist: -5\n", "gallery_index.nlist"),
+    ("gallery_index:\n  nprobe: 0\n", "gallery_index.nprobe"),
+    ("gallery_index:\n  nlist: 16\n  nprobe: 32\n", "gallery_index.nprobe"),
+    ("gallery_index:\n  pq_m: -1\n", "gallery_index.pq_m"),
+    ("gallery_index:\n  hnsw_m: 1\n", "gallery_index.hnsw_m"),
+    ("gallery_index:\n  ef_search: 0\n", "gallery_index.ef_search"),
+    ("gallery_index:\n  recall_k: 0\n", "gallery_index.recall_k"),
+    ("gallery_index:\n  recall_floor: 1.5\n", "gallery_index.recall_floor"),
+    ("gallery_index:\n  recall_queries: 0\n", "gallery_index.recall_queries"),
+    ("gallery_index:\n  seed: -1\n", "gallery_index.seed"),
+    ("gallery_index:\n  enabled: 1\n", "gallery_index.enabled"),
+    ("gallery_index:\n  nprobes: 8\n", "gallery_index.nprobes"),
+])
+def test_gallery_index_keys_are_checked_naming_the_key(tmp_path, yaml_text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert f"'{key}'" in str(e.value) and str(path) in str(e.value)
+
+
+def test_every_gallery_index_kind_loads(tmp_path):
+    from core.names import GALLERY_INDEX_KINDS
+    for kind in GALLERY_INDEX_KINDS:
+        assert load_config(overrides={"gallery_index": {"kind": kind}}).gallery_index.kind == kind

@@ -61,6 +61,7 @@ def _records(source_dir, tmp_path):
     return list(cub200.iter_records(str(source_dir), str(tmp_path / "work")))
 
 
+@pytest.mark.slow
 def test_the_sample_has_the_original_layout_and_line_formats(sample):
     names = set(_members(Path(sample.out_dir) / ARCHIVE))
     for member in ("images.txt", "image_class_labels.txt", "train_test_split.txt",
@@ -88,6 +89,7 @@ def test_the_sample_has_the_original_layout_and_line_formats(sample):
         assert sorted(flags) == ["0"] * 3 + ["1"] * 3
 
 
+@pytest.mark.slow
 def test_every_sample_image_comes_back_with_its_class_split_and_box(sample, tmp_path):
     got = _records(sample.out_dir, tmp_path)
     assert len(got) == sample.num_valid + len(sample.corrupt) == len({r["image_id"] for r in got})
@@ -113,6 +115,7 @@ def test_every_sample_image_comes_back_with_its_class_split_and_box(sample, tmp_
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
 
 
+@pytest.mark.slow
 def test_tfds_caltech_birds_list_parsing_agrees_on_the_sample(sample, tmp_path):
     # TFDS's CaltechBirds2011._split_generators, run with its segmentations download
     # standing in as an empty directory (see cub200's docstring for why it is not used).
@@ -147,6 +150,7 @@ def test_tfds_caltech_birds_list_parsing_agrees_on_the_sample(sample, tmp_path):
         assert int(label) - 1 == r[records.CLASS_ID]
 
 
+@pytest.mark.slow
 def test_the_sample_is_byte_identical_for_a_seed_and_differs_for_another(tmp_path):
     def digest(seed, name):
         summary = make_sample_data(tmp_path / name, 2, 2, seed=seed, corrupt=1)
@@ -169,6 +173,7 @@ def test_a_missing_archive_is_named_with_what_was_found(tmp_path):
     assert "found: CUB_200_2011, segmentations.tgz" in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_list_naming_an_image_missing_from_the_archive_names_file_line_and_image(
         sample, tmp_path):
     number, path = _text(sample, "images.txt").splitlines()[4].split()
@@ -178,6 +183,7 @@ def test_a_list_naming_an_image_missing_from_the_archive_names_file_line_and_ima
     assert f"CUB_200_2011/images.txt line {number} names image {path}" in str(e.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, number, line, message", [
     ("bounding_boxes.txt", 3, "3 1.0 2.0 wide 4.0",
      "bounding_boxes.txt line 3: expected '<image_id> <x> <y> <width> <height>', got "
@@ -206,12 +212,14 @@ def test_a_bad_list_line_is_refused_naming_archive_member_and_line(sample, tmp_p
     assert f"{ARCHIVE}:CUB_200_2011/{message}" in str(e.value)
 
 
+@pytest.mark.slow
 def test_an_archive_without_a_list_file_names_it(sample, tmp_path):
     source = _modified(sample, tmp_path, {"CUB_200_2011/bounding_boxes.txt": None})
     with pytest.raises(DatasetSourceError, match="has no CUB_200_2011/bounding_boxes.txt"):
         _records(source, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["not an archive", "cut in half"])
 def test_an_unreadable_archive_is_named(sample, tmp_path, damage):
     data = (Path(sample.out_dir) / ARCHIVE).read_bytes()
@@ -236,6 +244,7 @@ def test_extraction_never_writes_outside_the_work_dir(tmp_path):
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+@pytest.mark.slow
 def test_the_archive_is_extracted_once(sample, tmp_path):
     first = _records(sample.out_dir, tmp_path)
     Path(first[0][records.IMAGE_PATH]).write_bytes(b"changed after extraction")

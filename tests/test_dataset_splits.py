@@ -151,6 +151,7 @@ def small_data_config(tmp_path, source, **data):
         {"train_classes": None, "eval_classes": None, "validation_classes": 8}, **data))
 
 
+@pytest.mark.slow
 def test_the_cub200_sample_with_the_standard_class_ranges_fails_at_ingestion(tmp_path):
     """`cgd sample-data --dataset cub200` writes 18 classes: classes 101-200 are empty."""
     from components.datasets.samples import make_sample_data
@@ -166,6 +167,7 @@ def test_the_cub200_sample_with_the_standard_class_ranges_fails_at_ingestion(tmp
     assert not (tmp_path / "examples").exists()  # nothing read or written
 
 
+@pytest.mark.slow
 def test_the_sop_sample_with_the_default_hold_out_fails_at_ingestion(tmp_path):
     """9 training products, 8 held out for validation: 1 left to train on."""
     from components.datasets.samples import make_sample_data

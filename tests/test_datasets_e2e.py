@@ -17,6 +17,9 @@ import tensorflow as tf
 
 from tests.conftest import latest_output, small_config
 
+# Slow tier: a pipeline run per dataset on its generated sample.
+pytestmark = pytest.mark.slow
+
 # 8 classes x 6 images: each dataset's protocol makes its own train/eval split of them.
 SAMPLE = dict(num_classes=8, images_per_class=6, seed=5, corrupt=2)
 # Two held-out classes: the least that can select a model (evaluator.min_eval_classes).

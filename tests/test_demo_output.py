@@ -3,8 +3,13 @@
 Fast: the filter (cli/demo.py: progress_line, progress_lines, failure_summary)
 is fed lines copied from real runs' out/demo/logs/tfx.log (TFX 1.16, local
 orchestrator, Beam DirectRunner in multi_processing mode), and run_tfx_cli runs
-a stand-in for the tfx CLI that prints them. No pipeline runs.
+a stand-in for the tfx CLI that prints them.
+
+Any dataset (the end of the file): what the demo refuses before the pipeline, where its
+search takes queries and gallery, and one whole `cgd demo` on configs/demo-sop.yaml with a
+few training steps (a module fixture: the only pipeline run of this file).
 """
+import os
 import sys
 import textwrap
 from types import SimpleNamespace
@@ -188,9 +193,9 @@ Traceback (most recent call last):
     example_splits = self.GenerateExamplesByBeam(pipeline, exec_properties)
   File "/work/main/components/example_gen/executor.py", line 134, in GenerateExamplesByBeam
     for record in tfds_source.iter_records(source_dir, work_dir):
-  File "/work/main/components/cars196/tfds_source.py", line 178, in iter_records
+  File "/work/main/components/datasets/cars196/source.py", line 178, in iter_records
     files = check_source_dir(source_dir)
-  File "/work/main/components/cars196/tfds_source.py", line 51, in check_source_dir
+  File "/work/main/components/datasets/cars196/source.py", line 51, in check_source_dir
     raise Cars196SourceError(
 components.datasets.cars196.source.Cars196SourceError: Cars196 source directory /tmp/demo_fail/src is missing cars_test_annos_withlabels.mat. Expected the four files cars_train.tgz, cars_test.tgz, car_devkit.tgz, cars_test_annos_withlabels.mat; found: car_devkit.tgz, cars_test.tgz, cars_train.tgz
 Exception ignored in: <function AtomicFunction.__del__ at 0x7f0752eb39a0>
@@ -552,6 +557,7 @@ def fake_tfx(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_run_tfx_cli_prints_progress_and_the_error_then_raises(fake_tfx, capsys):
     cfg = SimpleNamespace(pipeline=SimpleNamespace(root=str(fake_tfx / "pipelines"),
                                                    name="cgd-demo"))
@@ -573,17 +579,31 @@ def test_run_tfx_cli_prints_progress_and_the_error_then_raises(fake_tfx, capsys)
     assert "".join(SOURCE_FAILURE_LOG) in logged and "".join(CREATE_LOG) in logged
 
 
+def demo_config(path, work, source, dataset="cars196", data=None, trainer=None, **sections):
+    """A demo config file at ``path`` with its work directory ``work`` (absolute paths)."""
+    import yaml
+    text = {"pipeline": {"name": "cgd-demo", "root": f"{work}/pipelines",
+                         "metadata_path": f"{work}/metadata.sqlite",
+                         "serving_dir": f"{work}/serving"},
+            "data": {"dataset": dataset, "source_dir": str(source), **(data or {})},
+            "trainer": dict(trainer or {}), **sections}
+    path.write_text(yaml.safe_dump(text))
+    return path
+
+
+# A Cars196 sample of 4 classes x 4 images that the demo's own checks accept.
+SMALL_CARS196 = dict(data={"train_classes": [1, 2], "eval_classes": [3, 4],
+                           "validation_classes": 0},
+                     trainer={"classes_per_batch": 2}, evaluator={"min_queries": 4})
+
+
+@pytest.mark.slow
 def test_cgd_demo_failure_is_one_error_line(fake_tfx, capsys):
     from cli import main as cli
+    from components.datasets.cars196.sample import make_sample_data
     source = fake_tfx / "cars196"
-    source.mkdir()
-    for name in demo.CARS196_FILES:
-        (source / name).write_bytes(b"")
-    config = fake_tfx / "demo.yaml"
-    config.write_text(f"pipeline:\n  name: cgd-demo\n  root: {fake_tfx}/out/pipelines\n"
-                      f"  metadata_path: {fake_tfx}/out/metadata.sqlite\n"
-                      f"  serving_dir: {fake_tfx}/out/serving\n"
-                      f"data:\n  source_dir: {source}\n")
+    make_sample_data(source, num_classes=4, images_per_class=4, seed=0)
+    config = demo_config(fake_tfx / "demo.yaml", fake_tfx / "out", source, **SMALL_CARS196)
     assert cli.main(["demo", "--config", str(config)]) == 1
     out, err = capsys.readouterr()
     assert err.splitlines() == [
@@ -591,22 +611,28 @@ def test_cgd_demo_failure_is_one_error_line(fake_tfx, capsys):
         f"Cars196SourceError; full log: {fake_tfx}/out/logs/tfx.log"]
     assert "Traceback" not in out
     assert "Cars196SourceError: Cars196 source directory" in out
+    assert f"    using the cars196 files in {source}" in out.splitlines()
 
 
+@pytest.mark.slow
 def test_demo_search_names_each_image_by_archive_and_member(tmp_path):
     """The archives number their members alike (cars_train/00003.jpg and cars_test/00003.jpg
     are different cars): the query and every hit are named by archive and member."""
     from components.datasets.cars196.sample import make_sample_data
+    from core.config import load_config
     source = tmp_path / "cars196"
     make_sample_data(source, num_classes=4, images_per_class=4, seed=0)
-    cfg = SimpleNamespace(data=SimpleNamespace(
-        source_dir=str(source), split_of_class=lambda c: "eval" if c >= 3 else "train"))
-    gallery, queries, origins = demo.gallery_and_queries(cfg, str(tmp_path / "work"))
+    config = demo_config(tmp_path / "demo.yaml", tmp_path / "work", source, **SMALL_CARS196)
+    cfg = load_config(config)
+    splits = demo.split_records(cfg, str(tmp_path / "work"))
+    gallery, queries, origins = demo.gallery_and_queries(cfg, str(tmp_path / "work"),
+                                                         splits["eval"])
     assert [c for _, c, _ in queries] == [3, 4]
     assert all(o.startswith("cars_train.tgz:cars_train/") and o.endswith(".jpg")
                for _, _, o in queries)
     assert sorted(origins) == sorted(p.name for p in (tmp_path / "work" / "gallery").iterdir())
     assert all(o.startswith("cars_test.tgz:cars_test/") for o in origins.values())
+    assert {name[:9] for name in origins} == {"class003_", "class004_"}
 
     query = ("/x/00003.jpg", 3, "cars_train.tgz:cars_train/00003.jpg")
     hits = [(1, 0.1, "/g/class004_00007.jpg"), (2, 0.2, "/g/class003_00003.jpg")]
@@ -631,3 +657,215 @@ def test_readme_where_outputs_go_lists_what_the_demo_writes_itself():
     table = readme[readme.index("### Where outputs go"):readme.index("## Real Cars196")]
     for name in written:
         assert f"`out/demo/{name}" in table, name
+
+
+# --- any dataset: the refusals (before any work), the queries, one whole demo on SOP ---
+
+
+@pytest.fixture
+def no_tfx(monkeypatch):
+    """The tfx CLI must not be reached: a refusal comes before the pipeline."""
+    def refuse(*args):
+        raise AssertionError(f"the demo ran `tfx {' '.join(args)}`")
+    monkeypatch.setattr(demo, "tfx_command", refuse)
+
+
+def refusal(config, capsys) -> str:
+    from cli import main as cli
+    assert cli.main(["demo", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    [line] = err.splitlines()
+    assert line.startswith("cgd demo: error: ")
+    return line[len("cgd demo: error: "):]
+
+
+def test_demo_refuses_missing_real_data_in_one_line_and_keeps_what_was_written(
+        tmp_path, no_tfx, capsys):
+    """A source_dir outside the work directory is real data: the demo never writes a
+    sample there, and says which key and which files."""
+    work, real = tmp_path / "out", tmp_path / "data" / "sop"
+    (work / "serving").mkdir(parents=True)
+    (work / "serving" / "kept.txt").write_text("an earlier demo's output")
+    config = demo_config(tmp_path / "demo-sop.yaml", work, real, dataset="sop")
+    message = refusal(config, capsys)
+    assert message.startswith("data.source_dir: ") and f"{real} does not exist" in message
+    assert "Stanford_Online_Products.zip" in message and str(work) in message
+    assert not real.exists()
+    assert (work / "serving" / "kept.txt").read_text() == "an earlier demo's output"
+
+
+def test_demo_refuses_a_non_empty_directory_without_the_files(tmp_path, no_tfx, capsys):
+    """Inside the work directory too, the demo writes a sample only into a new or empty
+    directory: it never overwrites or mixes with files already there."""
+    work = tmp_path / "out"
+    source = work / "inshop_sample"
+    source.mkdir(parents=True)
+    (source / "img.zip").write_bytes(b"a partial download")
+    config = demo_config(tmp_path / "demo-inshop.yaml", work, source, dataset="inshop")
+    message = refusal(config, capsys)
+    assert message.startswith(f"data.source_dir: ") and "list_eval_partition.txt" in message
+    assert sorted(p.name for p in source.iterdir()) == ["img.zip"]
+    assert (source / "img.zip").read_bytes() == b"a partial download"
+
+
+def test_demo_refuses_unreadable_real_data_naming_the_file(tmp_path, no_tfx, capsys):
+    real = tmp_path / "data" / "sop"
+    real.mkdir(parents=True)
+    (real / "Stanford_Online_Products.zip").write_bytes(b"an interrupted download")
+    config = demo_config(tmp_path / "demo-sop.yaml", tmp_path / "out", real, dataset="sop")
+    message = refusal(config, capsys)
+    assert message.startswith(f"data.source_dir {real}: Stanford_Online_Products.zip: ")
+    assert (real / "Stanford_Online_Products.zip").read_bytes() == b"an interrupted download"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, key", [
+    # 9 training classes (12 minus 3 held out) cannot fill a batch of 12 classes.
+    ({"trainer": {"classes_per_batch": 12}}, "trainer.classes_per_batch is 12"),
+    # The eval split's 60 queries (6 classes x 10) cannot reach 1000.
+    ({"evaluator": {"min_queries": 1000}}, "evaluator.min_queries 1000"),
+])
+def test_demo_refuses_a_split_it_cannot_train_or_judge_before_the_pipeline(
+        tmp_path, no_tfx, capsys, change, key):
+    work = tmp_path / "out"
+    config = demo_config(tmp_path / "demo-cub200.yaml", work, work / "cub200_sample",
+                         dataset="cub200", data={"train_classes": [1, 12],
+                                                 "eval_classes": [13, 18],
+                                                 "validation_classes": 3},
+                         trainer=change.get("trainer"),
+                         **{k: v for k, v in change.items() if k != "trainer"})
+    message = refusal(config, capsys)
+    assert key in message
+    assert (work / "cub200_sample" / "CUB_200_2011.tgz").exists()  # the sample is kept
+    assert not (work / "pipelines").exists()
+
+
+def test_demo_refuses_spans(tmp_path, no_tfx, capsys):
+    config = demo_config(tmp_path / "demo.yaml", tmp_path / "out", tmp_path / "out" / "src",
+                         data={"file_pattern": "span-{SPAN}/*"})
+    assert refusal(config, capsys).startswith("data.file_pattern is 'span-{SPAN}/*'")
+    assert not (tmp_path / "out" / "src").exists()
+
+
+def _image(path, ok=True):
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if ok:
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(path)
+    else:
+        path.write_bytes(b"not an image")
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["roles", "files", "none"])
+def test_demo_queries_follow_the_datasets_own_roles_and_are_never_in_the_gallery(
+        tmp_path, kind):
+    """In-shop: its query images; a class-range dataset: the eval classes' original train
+    files (its test files are the gallery); otherwise one image per class taken out."""
+    from components.datasets.records import record
+    rows = []
+    for class_id in range(4):
+        for n in range(3):
+            role = ("query" if n == 0 else "gallery") if kind == "roles" else ""
+            source_split = {"roles": role, "files": "train" if n == 0 else "test",
+                            "none": ""}[kind]
+            ok = not (class_id == 0 and n < 2)  # class 0's first two images are corrupt
+            rows.append(record(_image(tmp_path / f"c{class_id}_{n}.jpg", ok), f"c{class_id}_{n}",
+                               class_id, f"class {class_id}", source_split=source_split,
+                               eval_role=role))
+    queries, gallery = demo.queries_and_gallery(rows)
+    ids = [q["image_id"] for q in queries]
+    if kind == "none":
+        assert ids == ["c0_2", "c1_0", "c2_0"]  # class 0: its first decodable image
+    else:
+        assert ids == ["c1_0", "c2_0", "c3_0"]  # class 0's only query candidate is corrupt
+    assert not {q["image_id"] for q in queries} & {g["image_id"] for g in gallery}
+    if kind == "none":
+        assert len(queries) + len(gallery) == len(rows)
+    else:  # the gallery is exactly the gallery-role / test-file images
+        assert sorted(g["image_id"] for g in gallery) == sorted(
+            f"c{c}_{n}" for c in range(4) for n in (1, 2))
+
+
+# configs/demo-sop.yaml with a handful of training steps: the pipeline's mechanics for a
+# dataset other than Cars196, not its Recall (the shipped config trains 600 steps).
+SOP_STEPS = {"epochs": 2, "steps_per_epoch": 5}
+
+
+@pytest.fixture(scope="module")
+def sop_demo(tmp_path_factory):
+    """One `cgd demo` on configs/demo-sop.yaml (work directory in tmp): (config, console)."""
+    import contextlib
+    import io
+    from pathlib import Path
+
+    import yaml
+
+    from cli import main as cli
+    from core.config import load_config
+    root = tmp_path_factory.mktemp("sop_demo")
+    shipped = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs"
+                              / "demo-sop.yaml").read_text())
+    shipped["pipeline"].update(root=f"{root}/out/pipelines",
+                               metadata_path=f"{root}/out/metadata/metadata.sqlite",
+                               serving_dir=f"{root}/out/serving")
+    shipped["data"]["source_dir"] = f"{root}/out/sop_sample"
+    shipped["trainer"].update(SOP_STEPS)
+    config = root / "demo-sop.yaml"
+    config.write_text(yaml.safe_dump(shipped))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["demo", "--config", str(config)])
+    assert code == 0, out.getvalue() + err.getvalue()
+    return load_config(config), out.getvalue().splitlines()
+
+
+@pytest.mark.slow
+def test_sop_demo_runs_every_step_and_names_the_dataset(sop_demo):
+    cfg, lines = sop_demo
+    steps = [line for line in lines if line.startswith("==> ")]
+    assert [s.split(" ")[1] for s in steps] == ["1/5", "2/5", "3/5", "4/5", "5/5", "summary"]
+    assert steps[0] == f"==> 1/5 data: sop in {cfg.data.source_dir}"
+    assert f"    writing sop sample data (18 classes, 10 images each, 2 corrupt) to " \
+           f"{cfg.data.source_dir}" in lines
+    assert steps[1].startswith("==> 2/5 pipeline cgd-demo-sop on sop through the tfx CLI")
+    assert "    Component Pusher: finished" in lines
+    assert any(line.startswith("    verdict: BLESSED") for line in lines)
+
+
+@pytest.mark.slow
+def test_sop_demo_searches_the_eval_products_with_a_query_outside_the_gallery(sop_demo):
+    import numpy as np
+    cfg, lines = sop_demo
+    work = os.path.dirname(cfg.pipeline.root)
+    [header] = [line for line in lines if line.startswith("    query ")]
+    query = header.split()[1]
+    assert query.startswith("Stanford_Online_Products.zip:Stanford_Online_Products/")
+    gallery = sorted(os.listdir(os.path.join(work, "gallery")))
+    # The sample's 18 products: 1-9 train (Ebay_train.txt), 10-18 test; the search's
+    # gallery holds test products only, 10 images each (and corrupt ones) minus 3 queries.
+    assert {int(name[5:8]) for name in gallery} == set(range(10, 19))
+    assert len(gallery) >= 9 * 10 - 3
+    assert f"top 8 of {len(gallery) - int(header.split('(')[-1].split()[0])} gallery " \
+           f"images from Stanford_Online_Products.zip" in header
+    hits = lines[lines.index(header) + 1:lines.index(header) + 9]
+    assert [h.split(".")[0].strip() for h in hits] == [str(r) for r in range(1, 9)]
+    assert all(query not in hit for hit in hits)
+    index = np.load(os.path.join(work, "gallery.index.npz"))
+    assert len(index["paths"]) == len(gallery) - int(header.split("(")[-1].split()[0])
+
+
+@pytest.mark.slow
+def test_sop_demo_evaluates_all_vs_all_and_draws_the_ranking_picture(sop_demo):
+    import json
+    cfg, lines = sop_demo
+    [picture] = [line for line in lines if line.startswith("    ranking picture: ")]
+    png = picture.split(": ", 1)[1].split(" ")[0]
+    assert os.path.getsize(png) > 0
+    metrics = json.load(open(os.path.join(os.path.dirname(png), "metrics.json")))
+    assert metrics["protocol"] == "all-vs-all"
+    assert metrics["candidate"]["num_queries"] > 0
+    served = [line for line in lines if line.startswith("    served: ")][0]
+    version = served.split(" version ")[1].split()[0]
+    assert os.path.isdir(os.path.join(cfg.pipeline.serving_dir, cfg.serving.model_name, version))

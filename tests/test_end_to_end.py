@@ -14,10 +14,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from components.datasets.cars196.sample import make_sample_data
 from tests.conftest import BLACK_PADDING, RETRAIN_SAMPLE, UNTRAINED, latest_output, small_config
+
+# Slow tier: whole pipelines, the tfx CLI in a subprocess and a model server.
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TFX = os.path.join(os.path.dirname(sys.executable), "tfx")
@@ -214,6 +218,14 @@ def test_a_split_change_compares_with_production_only_on_classes_it_has_not_seen
     assert newest_metrics(cfg)["blessed"]
     served = os.path.join(cfg.pipeline.serving_dir, "cgd", str(v1))
     assert production.seen_classes(served) == set(CLASS_NAMES[:10])  # classes 1-10
+    # Pushed as one version: the model and the index built through it, stamped with it.
+    from core.names import INDEX_DIR
+    from search.index import GalleryIndex, model_fingerprint
+    index = GalleryIndex.load(os.path.join(served, "assets.extra", INDEX_DIR))
+    assert index.model.fingerprint == model_fingerprint(served)
+    indexed = json.load(open(os.path.join(latest_output(cfg, "GalleryIndexer", "evaluation"),
+                                          "metrics.json")))
+    assert indexed["blessed"] and index.size == indexed["gallery"]["size"] > 0
 
     moved = {"train_classes": [1, 8], "eval_classes": [9, 16]}
     run_local(cfg.replace(trainer=UNTRAINED, data=moved))

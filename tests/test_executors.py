@@ -50,6 +50,7 @@ def example_gen_exec_properties(cfg) -> dict:
             for k, v in component.exec_properties.items()}
 
 
+@pytest.mark.slow
 def test_cars196_example_gen_executor_writes_class_disjoint_splits_and_counts(
         sample_data, tmp_path):
     from components.example_gen.executor import Executor
@@ -121,6 +122,7 @@ def test_the_decode_check_gives_a_full_decodes_verdict_on_damaged_images():
     assert rejected > 50  # the variants do exercise the rejection
 
 
+@pytest.mark.slow
 def test_gzip_tfrecords_written_by_beam_read_back_at_every_level(tmp_path):
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
@@ -145,6 +147,7 @@ def test_gzip_tfrecords_written_by_beam_read_back_at_every_level(tmp_path):
     assert sizes[tfrecords.STORED] > sum(map(len, records)) > sizes[tfrecords.FAST]
 
 
+@pytest.mark.slow
 def test_examples_are_tf_examples_built_without_tensorflow():
     """ExampleGen's Beam code imports no TensorFlow (worker start-up), yet writes exactly
     the tf.train.Example TensorFlow would."""
@@ -250,6 +253,7 @@ def push(model, serving_model_dir, version):
                     os.path.join(serving_model_dir, str(version)))
 
 
+@pytest.mark.slow
 def test_recall_evaluator_blesses_the_first_model_on_the_threshold(tmp_path, eval_examples):
     model = stand_in_model(tmp_path / "model", seed=1)
     blessing, metrics = run_evaluator(tmp_path, eval_examples, model, tmp_path / "serving/cgd")
@@ -261,6 +265,7 @@ def test_recall_evaluator_blesses_the_first_model_on_the_threshold(tmp_path, eva
         assert (tmp_path / "evaluation" / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_recall_evaluator_compares_with_the_newest_served_version(tmp_path, eval_examples):
     serving = tmp_path / "serving/cgd"
     push(stand_in_model(tmp_path / "old", seed=5), serving, 100)
@@ -275,6 +280,7 @@ def test_recall_evaluator_compares_with_the_newest_served_version(tmp_path, eval
     assert blessing.get_int_custom_property("baseline_version") == 200
 
 
+@pytest.mark.slow
 def test_recall_evaluator_does_not_push_the_model_already_served(tmp_path, eval_examples):
     serving = tmp_path / "serving/cgd"
     candidate = stand_in_model(tmp_path / "model", seed=3)
@@ -285,6 +291,7 @@ def test_recall_evaluator_does_not_push_the_model_already_served(tmp_path, eval_
     assert "ALREADY SERVING" in metrics["reason"] and metrics["production_version"] == 100
 
 
+@pytest.mark.slow
 def test_recall_evaluator_refuses_an_eval_split_of_one_class(tmp_path, eval_examples):
     """The issue's case: one eval class, every neighbour a match, Recall@1 1.0: once
     BLESSED on the threshold, now NOT BLESSED, naming the count, minimum and key."""
@@ -309,6 +316,7 @@ def test_recall_evaluator_refuses_an_eval_split_of_one_class(tmp_path, eval_exam
     assert (tmp_path / "evaluation" / "verdict.txt").read_text().startswith("NOT BLESSED")
 
 
+@pytest.mark.slow
 def test_recall_evaluator_states_the_rule_and_the_detectable_difference(tmp_path,
                                                                          eval_examples):
     serving = tmp_path / "serving/cgd"

@@ -57,6 +57,7 @@ def _check_round_trip(sample, parsed):
     assert all(i.endswith(".jpg") for i in sample.corrupt) and sample.corrupt
 
 
+@pytest.mark.slow
 def test_class_folder_sample_has_jpegs_pngs_and_stray_files(folders):
     out = Path(folders.out_dir)
     classes = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -67,10 +68,12 @@ def test_class_folder_sample_has_jpegs_pngs_and_stray_files(folders):
     assert (out / "README.txt").is_file() and (out / "armchair" / ".DS_Store").is_file()
 
 
+@pytest.mark.slow
 def test_parsing_class_folders_round_trips_every_image(folders):
     _check_round_trip(folders, _records(folders.out_dir))
 
 
+@pytest.mark.slow
 def test_csv_sample_puts_labels_only_in_the_csv(csv_sample):
     out = Path(csv_sample.out_dir)
     assert sorted(p.name for p in out.iterdir()) == ["images", "labels.csv"]
@@ -79,12 +82,14 @@ def test_csv_sample_puts_labels_only_in_the_csv(csv_sample):
     assert any(line.endswith(',"lamp, floor"') for line in lines)  # quoted: it holds a comma
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("absolute", [False, True])
 def test_parsing_the_csv_round_trips_every_image(csv_sample, absolute):
     labels = str(Path(csv_sample.out_dir) / "labels.csv") if absolute else "labels.csv"
     _check_round_trip(csv_sample, _records(csv_sample.out_dir, labels_csv=labels))
 
 
+@pytest.mark.slow
 def test_csv_paths_are_relative_to_the_csv_or_absolute(csv_sample, tmp_path):
     source = tmp_path / "source"
     shutil.copytree(csv_sample.out_dir, source)
@@ -100,6 +105,7 @@ def test_csv_paths_are_relative_to_the_csv_or_absolute(csv_sample, tmp_path):
     assert {r["class_name"] for r in parsed} == {"café table", "armchair"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("csv", [False, True])
 def test_sample_files_are_byte_identical_for_a_seed(tmp_path, csv):
     a, b, c = (Path(make_sample_data(tmp_path / name, 3, 2, seed=seed, corrupt=2, csv=csv).out_dir)
@@ -108,6 +114,7 @@ def test_sample_files_are_byte_identical_for_a_seed(tmp_path, csv):
     assert _digests(a) != _digests(c)
 
 
+@pytest.mark.slow
 def test_skipped_files_are_counted_and_logged_once(folders, caplog):
     listing = folder.list_images(folders.out_dir)
     assert listing.ignored == folders.ignored and len(listing.ignored) == 5
@@ -121,6 +128,7 @@ def test_skipped_files_are_counted_and_logged_once(folders, caplog):
     assert f"{listed} images" not in lines[0] and "corrupt ones are counted and named apart" in lines[0]
 
 
+@pytest.mark.slow
 def test_class_ids_are_training_classes_sorted_then_evaluation_classes(folders):
     ids = {r["class_name"]: (r["class_id"], r["protocol_split"]) for r in _records(folders.out_dir)}
     train = sorted(n for n, (_, s) in ids.items() if s == "train")
@@ -140,6 +148,7 @@ def test_the_split_is_a_seeded_hash_of_the_class_name():
     assert 10 < seed_0.count("eval") < 30
 
 
+@pytest.mark.slow
 def test_adding_classes_never_moves_an_old_class_between_splits(tmp_path):
     source = Path(make_sample_data(tmp_path / "data", num_classes=6, images_per_class=2).out_dir)
     before = {r["class_name"]: r["protocol_split"] for r in _records(source, split_seed=3)}
@@ -153,6 +162,7 @@ def test_adding_classes_never_moves_an_old_class_between_splits(tmp_path):
     assert {"train", "eval"} <= {after[f"new product {i}"] for i in range(30)}
 
 
+@pytest.mark.slow
 def test_a_folder_without_images_is_not_a_class(folders, tmp_path):
     source = tmp_path / "source"
     shutil.copytree(folders.out_dir, source)
@@ -230,12 +240,14 @@ def test_a_single_class_cannot_be_split(tmp_path):
     assert "needs at least 2 classes, found 1 (sofa)" in _error(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_split_left_empty_names_fraction_and_seed(folders):
     message = _error(folders.out_dir, eval_fraction=1e-12, split_seed=4)
     assert "eval_fraction=1e-12 with split_seed=4 puts all 8 classes in training" in message
     assert "change split_seed (or eval_fraction)" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{"eval_fraction": 0}, {"eval_fraction": 1.5},
                                      {"split_seed": "7"}])
 def test_bad_split_options_are_refused(folders, options):

@@ -10,6 +10,9 @@ import pytest
 from tests.gcs_emulator import GcsEmulator, ObjectStore
 from tests.kfp_emulator import KfpEmulator
 
+# Slow tier: the GCS and KFP stand-ins, and TensorFlow in a subprocess.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def cluster(tmp_path):

@@ -49,6 +49,7 @@ def _error(source, tmp_path) -> str:
     return str(e.value)
 
 
+@pytest.mark.slow
 def test_sample_data_has_the_benchmark_layout(sample):
     out = Path(sample.out_dir)
     assert sorted(p.name for p in out.iterdir()) == [
@@ -72,6 +73,7 @@ def test_sample_data_has_the_benchmark_layout(sample):
     assert re.fullmatch(r"img/\S+ +[123]  [1-6](  \d{3}){4}", bbox[2])
 
 
+@pytest.mark.slow
 def test_sample_splits_items_and_test_images_as_the_benchmark_does(sample):
     rows = [line.split() for line in _lines(Path(sample.out_dir) / "list_eval_partition.txt")[2:]]
     train = {item for _, item, status in rows if status == "train"}
@@ -83,6 +85,7 @@ def test_sample_splits_items_and_test_images_as_the_benchmark_does(sample):
     assert all(name.split("/")[3] == item for name, item, _ in rows)
 
 
+@pytest.mark.slow
 def test_parsing_round_trips_every_image_of_the_sample(sample, parsed):
     got = {(r["image_id"], r["class_id"], r["source_split"]) for r in parsed}
     assert set(sample.images) <= got and len(parsed) == sample.num_valid + len(sample.corrupt)
@@ -104,6 +107,7 @@ def test_parsing_round_trips_every_image_of_the_sample(sample, parsed):
             f"img/{first['image_id']}.jpg")
 
 
+@pytest.mark.slow
 def test_training_items_take_the_first_class_ids_each_range_sorted_by_item(parsed):
     listed = list(dict.fromkeys(r["class_name"] for r in parsed))
     assert listed != sorted(listed)  # the premise: the list is not in item order
@@ -117,6 +121,7 @@ def test_training_items_take_the_first_class_ids_each_range_sorted_by_item(parse
     assert [ids[n][0] for n in test] == list(range(len(train), len(train) + len(test)))
 
 
+@pytest.mark.slow
 def test_without_the_bbox_list_every_box_is_the_whole_image(sample, tmp_path):
     source = _copy(sample, tmp_path)
     (source / "list_bbox_inshop.txt").unlink()
@@ -125,6 +130,7 @@ def test_without_the_bbox_list_every_box_is_the_whole_image(sample, tmp_path):
     assert {(r["bbox"], r["bbox_pixels"]) for r in parsed} == {(records.WHOLE_IMAGE, None)}
 
 
+@pytest.mark.slow
 def test_sample_data_is_byte_identical_for_a_seed(tmp_path):
     def digests(seed, name):
         out = Path(make_sample_data(tmp_path / name, 3, 2, seed=seed, corrupt=2).out_dir)
@@ -134,6 +140,7 @@ def test_sample_data_is_byte_identical_for_a_seed(tmp_path):
     assert a["img.zip"] != c["img.zip"]
 
 
+@pytest.mark.slow
 def test_corrupt_files_are_listed_half_truncated_half_not_images(sample):
     assert len(sample.corrupt) == 2
     with zipfile.ZipFile(Path(sample.out_dir) / "img.zip") as archive:
@@ -144,6 +151,7 @@ def test_corrupt_files_are_listed_half_truncated_half_not_images(sample):
     assert all(f"img/{image_id}.jpg" in listed for image_id in sample.corrupt)
 
 
+@pytest.mark.slow
 def test_extraction_is_done_once_and_stays_in_the_work_dir(sample, tmp_path):
     work = tmp_path / "work"
     first = list(inshop.iter_records(sample.out_dir, str(work)))
@@ -169,6 +177,7 @@ def test_missing_directory_names_the_expected_files(tmp_path):
     assert "img.zip" in str(e.value) and "list_eval_partition.txt" in str(e.value)
 
 
+@pytest.mark.slow
 def test_missing_file_is_named_with_what_was_found(sample, tmp_path):
     shutil.copy(Path(sample.out_dir) / "img.zip", tmp_path / "img.zip")
     (tmp_path / "Eval").mkdir()
@@ -180,6 +189,7 @@ def test_missing_file_is_named_with_what_was_found(sample, tmp_path):
     assert "Eval/" in message  # the hint: the benchmark's download keeps lists in folders
 
 
+@pytest.mark.slow
 def test_a_listed_image_not_in_the_zip_is_refused_naming_file_line_and_image(sample, tmp_path):
     source = _copy(sample, tmp_path)
     path = source / "list_eval_partition.txt"
@@ -192,6 +202,7 @@ def test_a_listed_image_not_in_the_zip_is_refused_naming_file_line_and_image(sam
     assert f"{path} line 6: names image {missing}, which is not in {source / 'img.zip'}" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row, expected", [
     ("img/WOMEN/Dresses/id_00000001/01_1_front.jpg id_00000001",
      "line 3: expected 3 whitespace-separated fields "
@@ -211,6 +222,7 @@ def test_a_malformed_partition_line_is_named(sample, tmp_path, row, expected):
     assert f"{path} {expected}" in _error(source, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_malformed_bbox_line_is_named(sample, tmp_path):
     source = _copy(sample, tmp_path)
     path = source / "list_bbox_inshop.txt"
@@ -221,6 +233,7 @@ def test_a_malformed_bbox_line_is_named(sample, tmp_path):
         _error(source, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["list_eval_partition.txt", "list_bbox_inshop.txt"])
 def test_the_count_line_must_match_the_rows(sample, tmp_path, name):
     source = _copy(sample, tmp_path)
@@ -232,6 +245,7 @@ def test_the_count_line_must_match_the_rows(sample, tmp_path, name):
         _error(source, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line, index, expected", [
     ("fifty", 0, "line 1: expected the number of images, got 'fifty'"),
     ("image_name item evaluation_status", 1,
@@ -247,6 +261,7 @@ def test_count_and_header_lines_are_checked(sample, tmp_path, line, index, expec
     assert f"{path} {expected}" in _error(source, tmp_path)
 
 
+@pytest.mark.slow
 def test_an_item_in_both_training_and_test_is_refused_naming_it(sample, tmp_path):
     source = _copy(sample, tmp_path)
     path = source / "list_eval_partition.txt"
@@ -262,6 +277,7 @@ def test_an_item_in_both_training_and_test_is_refused_naming_it(sample, tmp_path
     assert f"query/gallery item (line {at + 3})" in message
 
 
+@pytest.mark.slow
 def test_an_image_listed_twice_is_refused(sample, tmp_path):
     source = _copy(sample, tmp_path)
     path = source / "list_eval_partition.txt"
@@ -271,6 +287,7 @@ def test_an_image_listed_twice_is_refused(sample, tmp_path):
            f"line 3)" in _error(source, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_bbox_list_without_a_listed_image_is_refused(sample, tmp_path):
     source = _copy(sample, tmp_path)
     path = source / "list_bbox_inshop.txt"
@@ -281,12 +298,14 @@ def test_a_bbox_list_without_a_listed_image_is_refused(sample, tmp_path):
     assert f"{path}: has no box for image {dropped}" in message
 
 
+@pytest.mark.slow
 def test_a_damaged_zip_is_refused_naming_it(sample, tmp_path):
     source = _copy(sample, tmp_path)
     (source / "img.zip").write_bytes(b"not a zip")
     assert f"{source / 'img.zip'}: not a readable zip archive" in _error(source, tmp_path)
 
 
+@pytest.mark.slow
 def test_an_empty_box_falls_back_to_the_whole_image(sample, tmp_path, caplog):
     source = _copy(sample, tmp_path)
     path = source / "list_bbox_inshop.txt"

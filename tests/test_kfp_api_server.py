@@ -64,6 +64,7 @@ def client(server):
     return kfp.Client(host=server.host)
 
 
+@pytest.mark.slow
 def test_experiments_are_created_once_and_found_by_name(server, client):
     first = client.create_experiment(name="cgd")
     again = client.create_experiment(name="cgd")  # looked up by name, not re-created
@@ -80,6 +81,7 @@ def test_experiments_are_created_once_and_found_by_name(server, client):
         "Failed to fetch experiment: ResourceNotFoundError: Experiment nope not found")
 
 
+@pytest.mark.slow
 def test_run_from_package_is_accepted_and_recorded(tmp_path, server, client):
     result = client.create_run_from_pipeline_package(
         pipeline_file=write_package(tmp_path, SPEC), arguments={}, run_name="cgd-run",
@@ -93,6 +95,7 @@ def test_run_from_package_is_accepted_and_recorded(tmp_path, server, client):
     assert server.refusals == []
 
 
+@pytest.mark.slow
 def test_recurring_run_is_accepted_and_recorded(tmp_path, server, client):
     experiment = client.create_experiment(name="cgd")
     created = client.create_recurring_run(
@@ -110,6 +113,7 @@ def test_recurring_run_is_accepted_and_recorded(tmp_path, server, client):
         "nightly", "ENABLED", "1")
 
 
+@pytest.mark.slow
 def test_platform_spec_document_is_accepted(tmp_path, server, client):
     kubernetes = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {
         "exec-train": {"nodeSelector": {"labels": {"accelerator": "nvidia-tesla-t4"}}}}}}}}
@@ -120,6 +124,7 @@ def test_platform_spec_document_is_accepted(tmp_path, server, client):
     assert run["pipeline_spec"] == {"pipeline_spec": SPEC, "platform_spec": kubernetes}
 
 
+@pytest.mark.slow
 def test_schema_version_2_0_0_is_refused(tmp_path, server, client):
     package = write_package(tmp_path, dict(SPEC, schemaVersion="2.0.0"))
     with pytest.raises(kfp_server_api.ApiException) as run_refused:
@@ -145,6 +150,7 @@ def test_schema_version_2_0_0_is_refused(tmp_path, server, client):
     assert (server.runs, server.recurring_runs, len(server.refusals)) == ([], [], 2)
 
 
+@pytest.mark.slow
 def test_resolver_executor_is_refused_by_the_compiler(tmp_path, server, client):
     package = write_package(tmp_path, with_resolver(SPEC))
     with pytest.raises(kfp_server_api.ApiException) as run_refused:
@@ -163,6 +169,7 @@ def test_resolver_executor_is_refused_by_the_compiler(tmp_path, server, client):
     assert server.runs == server.recurring_runs == []
 
 
+@pytest.mark.slow
 def test_spec_that_does_not_parse_strictly_is_refused(server):
     # kfp.Client parses packages strictly itself, so post the body directly.
     body = {"display_name": "bad", "pipeline_spec": dict(SPEC, notAField=1),
@@ -176,6 +183,7 @@ def test_spec_that_does_not_parse_strictly_is_refused(server):
         json.loads(refused.value.read())["message"])
 
 
+@pytest.mark.slow
 def test_job_inputs_and_schedule_fields_are_checked(tmp_path, server, client):
     package = write_package(tmp_path, SPEC)
     with pytest.raises(kfp_server_api.ApiException) as extra:
@@ -214,6 +222,7 @@ def test_cron_grammar_matches_robfig_cron_v1(cron, error):
     assert cron_error(cron) == error
 
 
+@pytest.mark.slow
 def test_malformed_field_is_a_400_not_a_dropped_connection(server):
     request = urllib.request.Request(
         f"{server.host}/apis/v2beta1/recurringruns", method="POST",
@@ -224,6 +233,7 @@ def test_malformed_field_is_a_400_not_a_dropped_connection(server):
     assert json.loads(refused.value.read())["code"] == 3
 
 
+@pytest.mark.slow
 def test_unknown_path_is_404(server):
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{server.host}/apis/v2beta1/pipelines", timeout=5)

@@ -30,7 +30,7 @@ VOLUMES = ["cars196-data:/mnt/data", "cgd-serving:/mnt/serving"]
 GPU_NODES = ["cloud.google.com/gke-accelerator=nvidia-tesla-t4"]
 DRIVER, EXAMPLE_GEN = "RetrievalExampleGen-driver", "RetrievalExampleGen"
 TASKS = {DRIVER, EXAMPLE_GEN, "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-         "Transform", "Trainer", "RecallEvaluator", "Pusher"}
+         "Transform", "Trainer", "RecallEvaluator", "GalleryIndexer", "Pusher"}
 DRIVER_OUTPUTS = {"input_config": "STRING", "span": "NUMBER_INTEGER",
                   "input_fingerprint": "STRING"}
 RESOLVER = "latest_blessed_model_resolver-model-blessing-resolver"
@@ -164,7 +164,11 @@ def test_tasks_are_wired_without_any_resolver(compiled):
     assert set(t) == TASKS
     assert "dependentTasks" not in t[DRIVER]
     assert t[EXAMPLE_GEN]["dependentTasks"] == [DRIVER]
-    assert set(t["Pusher"]["dependentTasks"]) == {"Trainer", "RecallEvaluator"}
+    # The Pusher pushes the GalleryIndexer's model (the candidate with its index) on its
+    # blessing (the evaluator's and the index's recall floor).
+    assert set(t["Pusher"]["dependentTasks"]) == {"GalleryIndexer"}
+    assert set(t["GalleryIndexer"]["dependentTasks"]) == {EXAMPLE_GEN, "Trainer",
+                                                          "RecallEvaluator"}
     assert set(t["RecallEvaluator"]["dependentTasks"]) == {EXAMPLE_GEN, "Trainer"}
     assert all(list(executor) == ["container"] for executor in executors(job).values())
     assert "resolver" not in json.dumps(job["pipelineSpec"]).lower()
@@ -232,6 +236,9 @@ def test_recall_evaluator_reads_the_production_model_from_the_serving_dir(compil
     push_destination = json.loads(constant(job, "Pusher", "push_destination"))
     assert push_destination["filesystem"]["base_directory"] == serving_model_dir
     assert set(tasks(job)["RecallEvaluator"]["inputs"]["artifacts"]) == {"examples", "model"}
+    assert constant(job, "GalleryIndexer", "serving_model_dir") == serving_model_dir
+    assert set(tasks(job)["GalleryIndexer"]["inputs"]["artifacts"]) == {
+        "examples", "model", "model_blessing"}
 
 
 def test_trainer_requests_gpus_memory_and_cpu_by_kfp_resource_name(compiled):
@@ -494,6 +501,7 @@ def test_bad_cron_is_refused_naming_the_expression(cron, message):
     assert repr(cron) in str(refused.value)
 
 
+@pytest.mark.slow
 def test_a_cron_croniter_takes_but_kfp_refuses_is_reported_in_one_line(compiled, server,
                                                                        tmp_path, capsys):
     """croniter reads day-of-week 7 as Sunday, KFP's robfig/cron refuses it: KFP's word wins."""
@@ -510,6 +518,7 @@ def test_a_cron_croniter_takes_but_kfp_refuses_is_reported_in_one_line(compiled,
 
 # ------------------------------------------------------------------ submit / schedule (fake KFP)
 
+@pytest.mark.slow
 def test_submit_sends_our_schema_2_1_0_spec_and_the_pipeline_root_to_kfp(compiled, server,
                                                                            tmp_path):
     from cli.main import main
@@ -531,6 +540,7 @@ def test_submit_sends_our_schema_2_1_0_spec_and_the_pipeline_root_to_kfp(compile
     assert server.experiments[run["experiment_id"]]["display_name"] == "cars"
 
 
+@pytest.mark.slow
 def test_submit_defaults_experiment_and_run_name_and_the_host_flag_wins(compiled, server,
                                                                          tmp_path):
     from cli.main import main
@@ -545,6 +555,7 @@ def test_submit_defaults_experiment_and_run_name_and_the_host_flag_wins(compiled
                         run["display_name"])
 
 
+@pytest.mark.slow
 def test_submit_uses_kubeflow_host_from_the_config(compiled, server, tmp_path):
     from cli.main import main
 
@@ -554,6 +565,7 @@ def test_submit_uses_kubeflow_host_from_the_config(compiled, server, tmp_path):
     assert len(server.runs) == 1
 
 
+@pytest.mark.slow
 def test_schedule_creates_a_recurring_run_on_kfps_six_field_cron_one_at_a_time_without_catchup(
         compiled, server, tmp_path):
     from cli.main import main
@@ -574,6 +586,7 @@ def test_schedule_creates_a_recurring_run_on_kfps_six_field_cron_one_at_a_time_w
     assert recurring["runtime_config"] == {"pipeline_root": ROOT, "parameters": {}}
 
 
+@pytest.mark.slow
 def test_schedule_defaults_to_the_config_cron_job_name_and_experiment(compiled, server,
                                                                        tmp_path):
     from cli.main import main
@@ -587,6 +600,7 @@ def test_schedule_defaults_to_the_config_cron_job_name_and_experiment(compiled, 
     assert server.experiments[recurring["experiment_id"]]["display_name"] == cfg.pipeline.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, kubeflow, message", [
     (["submit"], {}, "--host"),
     (["schedule", "--cron", "0 3 * * 0"], {}, "kubeflow.host"),
@@ -609,6 +623,7 @@ def test_submit_and_schedule_errors_come_before_any_call_to_kfp(compiled, server
         {}, [], [], [])
 
 
+@pytest.mark.slow
 def test_submit_refuses_a_missing_or_malformed_pipeline_file(server, tmp_path, capsys):
     from cli.main import main
 
@@ -625,6 +640,7 @@ def test_submit_refuses_a_missing_or_malformed_pipeline_file(server, tmp_path, c
     assert (server.experiments, server.runs) == ({}, [])
 
 
+@pytest.mark.slow
 def test_compiled_yaml_package_reaches_kfp_as_pipeline_spec_and_platform_spec(yaml_package,
                                                                               server):
     """What `kfp` itself does with our .yaml (kfp.Client reads both documents)."""
@@ -640,6 +656,7 @@ def test_compiled_yaml_package_reaches_kfp_as_pipeline_spec_and_platform_spec(ya
     assert run["pipeline_spec"]["platform_spec"] == docs[1]
 
 
+@pytest.mark.slow
 def test_cgd_kubeflow_submit_sends_the_yaml_platform_spec_to_kfp(yaml_package, server, tmp_path):
     from cli.main import main
 
@@ -652,6 +669,7 @@ def test_cgd_kubeflow_submit_sends_the_yaml_platform_spec_to_kfp(yaml_package, s
     assert run["pipeline_spec"]["platform_spec"] == docs[1]
 
 
+@pytest.mark.slow
 def test_cgd_kubeflow_submit_of_a_yaml_spec_runs_under_kubeflow_pipeline_root(
         yaml_package, server, tmp_path):
     from cli.main import main
@@ -697,6 +715,7 @@ def old_spec(request, compiled, tmp_path):
     return path, request.param
 
 
+@pytest.mark.slow
 def test_kfp_refuses_a_spec_compiled_the_old_way(old_spec, server, tmp_path):
     """The cluster's verdict on the old spec, sent as kfp itself would send it."""
     import kfp
@@ -721,6 +740,7 @@ def test_kfp_refuses_a_spec_compiled_the_old_way(old_spec, server, tmp_path):
     assert server.runs == server.recurring_runs == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", [["submit"], ["schedule", "--cron", "0 3 * * 0"]])
 def test_cgd_kubeflow_reports_the_refusal_of_an_old_spec_in_one_error_line(
         old_spec, server, tmp_path, capsys, action):
@@ -740,6 +760,7 @@ def test_cgd_kubeflow_reports_the_refusal_of_an_old_spec_in_one_error_line(
     assert server.runs == server.recurring_runs == server.refusals == []
 
 
+@pytest.mark.slow
 def test_a_kfp_api_refusal_is_one_line_with_kfps_reason(server):
     import kfp
 
@@ -910,6 +931,7 @@ def unusable_host(request, server, tmp_path):
     assert (server.experiments, server.runs, server.recurring_runs) == ({}, [], [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unusable_host", sorted(CONNECTION_FAILURES), indirect=True)
 def test_a_host_that_cannot_be_used_is_one_line_naming_it_and_what_to_check(
         compiled, unusable_host, tmp_path, request):
@@ -925,6 +947,7 @@ def test_a_host_that_cannot_be_used_is_one_line_naming_it_and_what_to_check(
     assert HINTS.get(case, "") in err[0], err[0]
 
 
+@pytest.mark.slow
 def test_schedule_reports_an_unreachable_host_in_one_line_too(compiled, tmp_path):
     _, out, _ = compiled
     host = f"http://127.0.0.1:{closed_port()}"
@@ -937,6 +960,7 @@ def test_schedule_reports_an_unreachable_host_in_one_line_too(compiled, tmp_path
         "the KFP API server is reachable from here (e.g. through `kubectl port-forward`)"], err
 
 
+@pytest.mark.slow
 def test_a_connection_lost_after_healthz_is_one_line_too(server, compiled):
     """With a namespace and a credential kfp.Client asks nothing at first: the first call
     (creating the run) meets the closed server, and that too is one line naming the host."""

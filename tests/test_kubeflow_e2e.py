@@ -32,6 +32,9 @@ from components.datasets.cars196.sample import make_sample_data
 from tests.conftest import BLACK_PADDING, RETRAIN_SAMPLE, UNTRAINED, small_config
 from tests.kfp_emulator import KfpEmulator, Refused, TaskFailed
 
+# Slow tier: compiled pipelines run on the KFP stand-in.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # a default KFP install's store
 GCS_ROOT = "gs://cgd-kfp-test/pipeline-root"
@@ -218,6 +221,12 @@ def test_the_pushed_model_carries_the_classes_it_was_trained_and_validated_on(kf
     assert production.seen_classes(str(served)) == set(CLASS_NAMES[:10])  # classes 1-10
     first = metrics(kfp_split_change["emulator"], kfp_split_change["runs"][0])
     assert first["blessed"] and "baseline_seen_eval_classes" not in first
+    # ... and the gallery index the GalleryIndexer step built through it, stamped with it.
+    from core.names import INDEX_DIR
+    from search.index import GalleryIndex, model_fingerprint
+    index = GalleryIndex.load(str(served / "assets.extra" / INDEX_DIR))
+    assert index.model.fingerprint == model_fingerprint(str(served)) and index.size > 0
+    assert kfp_split_change["runs"][0].state("GalleryIndexer") == "COMPLETE"
 
 
 def test_after_a_split_change_the_verdict_names_the_overlap_and_compares_on_unseen_classes(
@@ -308,12 +317,11 @@ def test_tfx_2_1_spec_without_our_changes_fails_where_kfp_skips_the_driver(tmp_p
 
 # ------------------------------------------------------------------ GCS: markers and crashes at exit
 
+@pytest.mark.parametrize("kfp_runs", [GCS_ROOT], ids=["gcs"], indirect=True)
 def test_on_gcs_no_artifact_holds_a_directory_marker_though_tensorflow_writes_them(kfp_runs):
     """Executors write the launcher's local copies, which it uploads file by file; the
     Trainer's checkpoints, which are not artifacts, go through TensorFlow's GCS filesystem
     and show that it does write markers in this emulation."""
-    if not kfp_runs["root"].startswith("gs://"):
-        pytest.skip("GCS only")
     emulator = kfp_runs["emulator"]
     bucket, _, prefix = kfp_runs["root"][len("gs://"):].partition("/")
     names = emulator.stores["gs://"].names(bucket, prefix)
@@ -325,9 +333,8 @@ def test_on_gcs_no_artifact_holds_a_directory_marker_though_tensorflow_writes_th
     assert any(n.endswith("/") for n in checkpoints), checkpoints[:5]
 
 
+@pytest.mark.parametrize("kfp_runs", [GCS_ROOT], ids=["gcs"], indirect=True)
 def test_on_gcs_every_step_crashed_at_exit_and_still_reported_its_executors_result(kfp_runs):
-    if not kfp_runs["root"].startswith("gs://"):
-        pytest.skip("GCS only")
     ran = [(run.run_id, name, task) for run in kfp_runs["runs"]
            for name, task in run.tasks.items() if task.state == "COMPLETE"]
     assert {"Trainer", "RecallEvaluator", "Pusher"} <= {name for _, name, _ in ran}

@@ -144,6 +144,7 @@ def test_span_driver_picks_the_newest_span_and_fingerprints_its_files(tmp_path):
 
 # ------------------------------------------------------------------ emulator fidelity
 
+@pytest.mark.slow
 def test_emulated_cache_key_follows_inputs_not_output_uris():
     from tests.kfp_emulator import KfpEmulator
 
@@ -160,6 +161,7 @@ def test_emulated_cache_key_follows_inputs_not_output_uris():
     assert key(1, "run-a") != key(2, "run-a")
 
 
+@pytest.mark.slow
 def test_emulated_driver_refuses_a_vertex_accelerator_name_as_a_pod_resource():
     from tests.kfp_emulator import KfpEmulator, TaskFailed
 
@@ -203,6 +205,7 @@ def run_step(tmp_path, executor: str, module: str = "kubeflow.entrypoint",
     return proc, output_file
 
 
+@pytest.mark.slow
 def test_a_crash_at_exit_fails_tfxs_own_entrypoint_after_its_work_is_done(tmp_path):
     """The failure this guards against, reproduced: outputs written, then SIGABRT."""
     proc, output_file = run_step(
@@ -212,6 +215,7 @@ def test_a_crash_at_exit_fails_tfxs_own_entrypoint_after_its_work_is_done(tmp_pa
     assert proc.returncode == -6, proc.stderr[-2000:]  # SIGABRT: KFP reports the step failed
 
 
+@pytest.mark.slow
 def test_a_finished_step_ends_with_its_executors_status_whatever_happens_at_exit(tmp_path):
     proc, output_file = run_step(tmp_path, "WritesItsOutput")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -220,6 +224,7 @@ def test_a_finished_step_ends_with_its_executors_status_whatever_happens_at_exit
     assert (tmp_path / "out/examples/done.txt").read_text() == "done"
 
 
+@pytest.mark.slow
 def test_a_step_whose_executor_raised_still_fails_with_the_executors_error(tmp_path):
     proc, output_file = run_step(tmp_path, "Raises")
     assert proc.returncode == 1, proc.stderr[-2000:]

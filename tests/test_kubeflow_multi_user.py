@@ -91,6 +91,7 @@ SUBMIT, SCHEDULE = ["submit"], ["schedule", "--cron", "0 3 * * 0"]
 
 # ------------------------------------------------------------------ cgd kubeflow submit|schedule
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", CREDENTIALS)
 def test_submit_with_each_credential_lands_in_the_namespace(
         kind, pipeline_file, server, tmp_path, monkeypatch, capsys, caplog):
@@ -110,6 +111,7 @@ def test_submit_with_each_credential_lands_in_the_namespace(
     assert_no_secret(caplog.text, captured.out, captured.err)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", CREDENTIALS)
 def test_schedule_with_each_credential_lands_in_the_namespace(
         kind, pipeline_file, server, tmp_path, monkeypatch, capsys, caplog):
@@ -125,6 +127,7 @@ def test_schedule_with_each_credential_lands_in_the_namespace(
     assert_no_secret(caplog.text, captured.out, captured.err)
 
 
+@pytest.mark.slow
 def test_the_namespace_flag_wins_over_kubeflow_namespace(pipeline_file, server, tmp_path,
                                                          monkeypatch):
     use_credential("cookie", monkeypatch, tmp_path)
@@ -135,6 +138,7 @@ def test_the_namespace_flag_wins_over_kubeflow_namespace(pipeline_file, server, 
     assert server.experiments[run["experiment_id"]]["namespace"] == "team-c"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("set_, who", [
     (["token file", "bearer token", "cookie"], ROBOT),
     (["bearer token", "cookie"], BOB),
@@ -148,6 +152,7 @@ def test_credential_precedence_token_file_then_bearer_token_then_cookie(
     assert {user for _, user in server.identities} == {who}
 
 
+@pytest.mark.slow
 def test_without_any_credential_one_line_names_the_variables(pipeline_file, server, tmp_path,
                                                              capsys):
     assert cgd(SUBMIT, pipeline_file, server, tmp_path, namespace="team-a") == 1
@@ -158,6 +163,7 @@ def test_without_any_credential_one_line_names_the_variables(pipeline_file, serv
     assert (server.experiments, server.runs, server.refusals) == ({}, [], [])  # nothing sent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", [SUBMIT, SCHEDULE])
 def test_without_a_namespace_one_line_names_the_key_and_the_flag(action, pipeline_file, server,
                                                                  tmp_path, monkeypatch, capsys):
@@ -168,6 +174,7 @@ def test_without_a_namespace_one_line_names_the_key_and_the_flag(action, pipelin
     assert (server.experiments, server.refusals) == ({}, [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", [SUBMIT, SCHEDULE])
 def test_a_namespace_the_identity_may_not_use_is_one_line_with_the_403(
         action, pipeline_file, server, tmp_path, monkeypatch, capsys, caplog):
@@ -180,6 +187,7 @@ def test_a_namespace_the_identity_may_not_use_is_one_line_with_the_403(
     assert_no_secret(caplog.text, captured.out, captured.err)
 
 
+@pytest.mark.slow
 def test_an_unknown_token_is_one_line_with_kfps_401_and_the_variables(
         pipeline_file, server, tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv("KF_PIPELINES_TOKEN", "expired-token-77aa01")
@@ -191,6 +199,7 @@ def test_an_unknown_token_is_one_line_with_kfps_401_and_the_variables(
     assert "expired-token-77aa01" not in captured.err + captured.out + caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variable, value, message", [
     ("KF_PIPELINES_SA_TOKEN_PATH", "MISSING", "no such token file"),
     ("KF_PIPELINES_SA_TOKEN_PATH", "EMPTY", "is empty"),
@@ -213,6 +222,7 @@ def test_a_bad_credential_is_one_line_naming_its_variable_not_its_value(
     assert server.experiments == {}
 
 
+@pytest.mark.slow
 def test_a_bad_namespace_is_refused_before_any_call(pipeline_file, server, tmp_path, capsys):
     assert cgd(SUBMIT, pipeline_file, server, tmp_path, "--namespace", "Team_A") == 1
     [line] = error_lines(capsys.readouterr().err)
@@ -229,6 +239,7 @@ def test_kubeflow_namespace_in_the_config_is_validated(tmp_path, capsys):
     assert "kubeflow.namespace" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_single_user_kfp_takes_a_credential_and_a_namespace_it_does_not_need(
         pipeline_file, tmp_path, monkeypatch):
     use_credential("bearer token", monkeypatch, tmp_path)
@@ -237,6 +248,7 @@ def test_single_user_kfp_takes_a_credential_and_a_namespace_it_does_not_need(
         assert len(single_user.runs) == 1 and single_user.refusals == []
 
 
+@pytest.mark.slow
 def test_the_token_file_is_read_at_every_call_as_the_kubelet_rotates_it(server, tmp_path,
                                                                        monkeypatch):
     from kubeflow.client import make_client
@@ -254,6 +266,7 @@ def test_the_token_file_is_read_at_every_call_as_the_kubelet_rotates_it(server, 
     assert [user for _, user in server.identities][-1] == BOB
 
 
+@pytest.mark.slow
 def test_namespace_kubeflow_is_kept_although_kfp_takes_it_for_its_default(server, tmp_path,
                                                                           monkeypatch):
     from kubeflow.client import make_client
@@ -285,11 +298,13 @@ NO_HEADER = ("Unauthenticated: Request header error: there is no user identity h
              "Request header error: there is no user identity header.")
 
 
+@pytest.mark.slow
 def test_healthz_says_multi_user_and_needs_no_identity(server):
     assert call(server, "GET", "healthz") == (200, {
         "commit_sha": "unknown", "tag_name": "unknown", "multi_user": True})
 
 
+@pytest.mark.slow
 def test_a_call_without_identity_is_unauthenticated_with_kfps_message(server):
     status, body = call(server, "GET", "experiments?namespace=team-a")
     assert (status, body["code"]) == (401, 16)
@@ -301,6 +316,7 @@ def test_a_call_without_identity_is_unauthenticated_with_kfps_message(server):
                                              "empty in the request header")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("headers, who", [
     (USERID, ALICE),
     ([("Authorization", f"Bearer {ENV_TOKEN}")], BOB),
@@ -313,6 +329,7 @@ def test_the_userid_header_a_known_token_or_a_known_cookie_is_an_identity(server
     assert server.identities == [("/apis/v2beta1/experiments", who)]
 
 
+@pytest.mark.slow
 def test_an_unknown_token_or_cookie_is_no_identity(server):
     status, body = call(server, "GET", "experiments?namespace=team-a",
                         headers=[("Authorization", "Bearer nope")])
@@ -326,6 +343,7 @@ def test_an_unknown_token_or_cookie_is_no_identity(server):
     assert server.identities == []
 
 
+@pytest.mark.slow
 def test_malformed_identity_headers_are_kfps_bad_requests(server):
     _, body = call(server, "GET", "experiments?namespace=team-a",
                    headers=[("Authorization", ENV_TOKEN)])
@@ -338,6 +356,7 @@ def test_malformed_identity_headers_are_kfps_bad_requests(server):
     assert body["code"] == 16
 
 
+@pytest.mark.slow
 def test_an_experiment_without_namespace_is_refused(server):
     status, body = call(server, "POST", "experiments", {"display_name": "cgd"}, USERID)
     assert (status, body["message"]) == (400, (
@@ -346,6 +365,7 @@ def test_an_experiment_without_namespace_is_refused(server):
     assert server.experiments == {}
 
 
+@pytest.mark.slow
 def test_a_run_or_recurring_run_without_experiment_is_refused(server):
     status, body = call(server, "POST", "runs", {"display_name": "r", "pipeline_spec": SPEC},
                         USERID)
@@ -361,6 +381,7 @@ def test_a_run_or_recurring_run_without_experiment_is_refused(server):
     assert server.runs == server.recurring_runs == []
 
 
+@pytest.mark.slow
 def test_another_namespace_is_permission_denied(server):
     status, body = call(server, "POST", "experiments",
                         {"display_name": "cgd", "namespace": "team-b"}, USERID)
@@ -391,6 +412,7 @@ def test_another_namespace_is_permission_denied(server):
     assert server.runs == server.recurring_runs == []
 
 
+@pytest.mark.slow
 def test_resources_are_per_namespace_and_runs_take_their_experiments(server, tmp_path):
     alice = kfp.Client(host=server.host, namespace="team-a", cookies=COOKIE)
     mine = alice.create_experiment(name="cgd")

@@ -79,6 +79,7 @@ def test_the_locks_are_current():
     assert [lock.stale(name) for name in lock.LOCKS] == [None, None]
 
 
+@pytest.mark.slow
 def test_a_stale_lock_fails_in_one_line_naming_make_lock(tmp_path):
     copy = tmp_path / "repo"
     for name in ("setup.py", "constraints.txt", "requirements.lock", "requirements-gpu.lock",

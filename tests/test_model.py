@@ -284,6 +284,7 @@ def fake_imagenet(tmp_path_factory):
     return str(path), resnet
 
 
+@pytest.mark.slow
 def test_resnet50_imagenet_weights_last_stride_and_frozen_bn(fake_imagenet):
     path, reference = fake_imagenet
     assert reference.output_shape == (None, 2, 2, 2048)  # stride 32 at 64 px

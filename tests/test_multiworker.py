@@ -5,9 +5,13 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import latest_output
+
+# Slow tier: two training workers in subprocesses on the data pipeline's output.
+pytestmark = pytest.mark.slow
 
 
 def _free_port():

@@ -14,6 +14,9 @@ from components.preprocessing import image_ops
 from pipeline.definition import create_components, create_pipeline
 from tests.conftest import SAMPLE, latest_output, small_config
 
+# Slow tier: the data pipeline (ExampleGen to Transform) on the sample data.
+pytestmark = pytest.mark.slow
+
 
 def read_examples(uri_glob):
     files = sorted(glob.glob(uri_glob)) if isinstance(uri_glob, str) else uri_glob

@@ -145,6 +145,7 @@ def test_recipe_configs_compile_for_kubeflow(name, tmp_path):
     assert job["pipelineSpec"]["schemaVersion"] == "2.1.0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cars196_uncropped.yaml", "cars196_cropped.yaml"])
 def test_recipe_configs_train_a_few_steps_with_a_small_backbone(name, data_pipeline, tmp_path):
     """The recipe's training path (native crops of the stored image, frozen BN statistics,

@@ -19,6 +19,9 @@ import pytest
 
 from serving import standin
 
+# Slow tier: a model server on a saved model.
+pytestmark = pytest.mark.slow
+
 MODEL = "cgd"
 
 

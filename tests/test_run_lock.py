@@ -66,6 +66,7 @@ def config(tmp_path):
     return write_config(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_second_run_refuses_in_one_line_naming_the_running_one(config):
     cfg, path = config
     holder = hold(path)
@@ -83,6 +84,7 @@ def test_a_second_run_refuses_in_one_line_naming_the_running_one(config):
     run_lock.acquire(cfg).release()  # released: the next run goes ahead
 
 
+@pytest.mark.slow
 def test_with_wait_a_second_run_waits_until_the_first_is_released(config):
     cfg, path = config
     holder = hold(path)
@@ -101,6 +103,7 @@ def test_with_wait_a_second_run_waits_until_the_first_is_released(config):
         stop(waiter)
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_taken_over_and_said_so(config, caplog):
     cfg, path = config
     holder = hold(path)
@@ -116,6 +119,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_and_said_so(config, caplog):
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
+@pytest.mark.slow
 def test_a_runner_child_holds_the_lock_its_cgd_parent_hands_down(config):
     cfg, path = config
     child = textwrap.dedent("""
@@ -156,6 +160,7 @@ def component_dirs(cfg):
     return [d for d in os.listdir(root) if not d.startswith(".")] if os.path.isdir(root) else []
 
 
+@pytest.mark.slow
 def test_cgd_pipeline_run_refuses_in_one_line_before_any_component_runs(config, capsys):
     from cli.main import main as cgd
     cfg, path = config
@@ -173,6 +178,7 @@ def test_cgd_pipeline_run_refuses_in_one_line_before_any_component_runs(config, 
     assert component_dirs(cfg) == []
 
 
+@pytest.mark.slow
 def test_cgd_retrain_skips_a_run_while_another_run_holds_the_lock(config, caplog):
     from cli.main import main as cgd
     cfg, path = config
@@ -188,6 +194,7 @@ def test_cgd_retrain_skips_a_run_while_another_run_holds_the_lock(config, caplog
     assert component_dirs(cfg) == []
 
 
+@pytest.mark.slow
 def test_tfx_run_create_takes_the_lock_and_tfx_pipeline_create_does_not(config, tmp_path):
     cfg, path = config
     env = dict(os.environ, CGD_CONFIG=path, LOCAL_HOME=str(tmp_path / "tfx_home"),
@@ -217,6 +224,7 @@ def test_tfx_run_create_takes_the_lock_and_tfx_pipeline_create_does_not(config, 
     assert component_dirs(cfg) == []
 
 
+@pytest.mark.slow
 def test_two_concurrent_cgd_pipeline_runs_train_and_push_once(sample_data, tmp_path):
     """The issue's case: a second `cgd pipeline run` of one pipeline, started while the first
     runs (a cron entry overlapping a manual run), is refused; one training, at most one push."""

@@ -77,6 +77,7 @@ def test_retrain_ends_each_run_with_one_line_and_a_failure_is_not_finished(caplo
         "retrain: run 2 finished: pipeline cgd-test: trained; ...; serving version 1"]
 
 
+@pytest.mark.slow
 def test_a_failing_pipeline_run_ends_in_one_line_naming_the_fix_and_the_log(tmp_path, capsys):
     import yaml
 

@@ -61,6 +61,7 @@ def _rows(text):
     return [line.split(" ") for line in text.splitlines()[1:]]
 
 
+@pytest.mark.slow
 def test_the_sample_has_the_original_layout_and_numbering(sample):
     names = set(_members(Path(sample.out_dir) / ARCHIVE))
     train, test, info = (_text(sample, f"Ebay_{n}.txt") for n in ("train", "test", "info"))
@@ -85,6 +86,7 @@ def test_the_sample_has_the_original_layout_and_numbering(sample):
     assert [p.rsplit("_", 1)[1] for p in first] == [f"{n}.JPG" for n in range(len(first))]
 
 
+@pytest.mark.slow
 def test_every_sample_image_comes_back_with_class_splits_and_super_class(sample, tmp_path):
     got = _records(sample.out_dir, tmp_path)
     assert len(got) == sample.num_valid + len(sample.corrupt) == len({r["image_id"] for r in got})
@@ -107,6 +109,7 @@ def test_every_sample_image_comes_back_with_class_splits_and_super_class(sample,
         == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_tfds_own_stanford_online_products_builder_agrees_on_the_sample(sample, tmp_path):
     from tensorflow_datasets.datasets.stanford_online_products import (
         stanford_online_products_dataset_builder as tfds_sop)
@@ -122,6 +125,7 @@ def test_tfds_own_stanford_online_products_builder_agrees_on_the_sample(sample, 
     assert ours == theirs
 
 
+@pytest.mark.slow
 def test_the_sample_is_byte_identical_for_a_seed_and_differs_for_another(tmp_path):
     def digest(seed, name):
         summary = make_sample_data(tmp_path / name, 2, 2, seed=seed, corrupt=1)
@@ -144,6 +148,7 @@ def test_a_missing_archive_is_named_with_what_was_found(tmp_path):
     assert "found: Ebay_train.txt, Stanford_Online_Products" in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_list_naming_an_image_missing_from_the_archive_names_file_line_and_image(
         sample, tmp_path):
     path = _text(sample, "Ebay_test.txt").splitlines()[3].split(" ")[3]
@@ -154,6 +159,7 @@ def test_a_list_naming_an_image_missing_from_the_archive_names_file_line_and_ima
         in str(e.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, number, line, message", [
     ("Ebay_train.txt", 1, "image_id class_id path",
      "Ebay_train.txt line 1: expected the header 'image_id class_id super_class_id path'"),
@@ -172,6 +178,7 @@ def test_a_malformed_list_line_is_refused_naming_archive_member_and_line(
     assert f"{ARCHIVE}:Stanford_Online_Products/{message}" in str(e.value)
 
 
+@pytest.mark.slow
 def test_train_and_test_sharing_a_class_is_refused_naming_both_files(sample, tmp_path):
     _, _, super_id, path = _text(sample, "Ebay_test.txt").splitlines()[1].split(" ")
     source = _modified(sample, tmp_path,
@@ -185,6 +192,7 @@ def test_train_and_test_sharing_a_class_is_refused_naming_both_files(sample, tmp
             f"{ARCHIVE}:Stanford_Online_Products/Ebay_test.txt line 2)") in message
 
 
+@pytest.mark.slow
 def test_classes_not_numbered_train_first_are_refused(sample, tmp_path):
     lines = _text(sample, "Ebay_test.txt").splitlines()
     renumbered = [lines[0]] + [" ".join([i, "50" if c == "8" else c, s, p])
@@ -196,6 +204,7 @@ def test_classes_not_numbered_train_first_are_refused(sample, tmp_path):
         _records(source, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_class_in_two_super_classes_is_refused(sample, tmp_path):
     image_id, class_id, super_id, path = _text(sample, "Ebay_train.txt").splitlines()[2].split()
     other = 12 if super_id != "12" else 1
@@ -206,6 +215,7 @@ def test_a_class_in_two_super_classes_is_refused(sample, tmp_path):
         _records(source, tmp_path)
 
 
+@pytest.mark.slow
 def test_an_image_listed_twice_is_refused(sample, tmp_path):
     path = _text(sample, "Ebay_train.txt").splitlines()[1].split()[3]
     source = _modified(sample, tmp_path,
@@ -215,6 +225,7 @@ def test_an_image_listed_twice_is_refused(sample, tmp_path):
         _records(source, tmp_path)
 
 
+@pytest.mark.slow
 def test_an_archive_without_a_list_file_names_it(sample, tmp_path):
     source = _modified(sample, tmp_path, {"Stanford_Online_Products/Ebay_test.txt": None})
     with pytest.raises(DatasetSourceError, match="Ebay_test.txt does not exist"):
@@ -227,6 +238,7 @@ def test_an_unreadable_archive_is_named(tmp_path):
         _records(tmp_path, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_damaged_member_is_named_and_extraction_is_not_marked_done(sample, tmp_path):
     member = "Stanford_Online_Products/Ebay_test.txt"
     data = (Path(sample.out_dir) / ARCHIVE).read_bytes()
@@ -247,6 +259,7 @@ def test_extraction_never_writes_outside_the_work_dir(tmp_path):
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+@pytest.mark.slow
 def test_the_archive_is_extracted_once(sample, tmp_path):
     first = _records(sample.out_dir, tmp_path)
     Path(first[0][records.IMAGE_PATH]).write_bytes(b"changed after extraction")

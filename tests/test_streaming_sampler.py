@@ -200,6 +200,7 @@ def test_too_little_disk_is_a_clear_error(split, tmp_path, monkeypatch):
         sampler.open_training_set(pattern, SIZE, 0.001, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_train_streams_a_split_over_the_budget_and_sizes_the_head_from_its_classes(
         tmp_path, caplog):
     """trainer.task.train end to end on the streaming path: the head has one output per
@@ -265,6 +266,7 @@ def peak_growth(pattern, size, budget_mb, cache, batches):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_streaming_memory_does_not_grow_with_the_split(tmp_path):
     """Peak RSS (VmHWM) growth of the whole data path (count, cache write, 400 batches that draw
     most classes) on a split 8x larger is about the same, while the in-memory path,

@@ -112,6 +112,7 @@ def fake_tfx(tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_tfx_run_create_shows_the_digest_and_keeps_the_whole_output_in_the_log(fake_tfx):
     code, out, err = fake_tfx()
     log = str(fake_tfx.log)
@@ -129,6 +130,7 @@ def test_tfx_run_create_shows_the_digest_and_keeps_the_whole_output_in_the_log(f
     assert text.startswith("===== ") and "tfx run create --engine local" in text.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_a_failed_run_ends_with_its_components_error_and_the_log(fake_tfx):
     code, out, err = fake_tfx("fail")
     log = str(fake_tfx.log)
@@ -145,6 +147,7 @@ def test_a_failed_run_ends_with_its_components_error_and_the_log(fake_tfx):
     assert 'Error while running "python local_runner.py"' in fake_tfx.log.read_text()
 
 
+@pytest.mark.slow
 def test_our_one_line_refusal_is_shown_as_it_is(fake_tfx):
     code, out, err = fake_tfx("locked")
     assert code == 1 and err == []
@@ -152,6 +155,7 @@ def test_our_one_line_refusal_is_shown_as_it_is(fake_tfx):
     assert not [line for line in out if "error in" in line or "failed" in line]
 
 
+@pytest.mark.slow
 def test_verbose_and_cgd_demo_get_the_whole_output(fake_tfx):
     for env in ({"CGD_VERBOSE": "1"}, {"CGD_OUTPUT_SHOWN": "1"}):
         code, out, err = fake_tfx("ok", **env)

@@ -31,6 +31,7 @@ def trained(data_pipeline, tmp_path_factory):
     return cfg, model, validation, run_dir
 
 
+@pytest.mark.slow
 def test_training_raises_validation_recall_above_untrained(trained):
     cfg, model, validation, run_dir = trained
     assert len(validation.history) == cfg.trainer.epochs
@@ -40,6 +41,7 @@ def test_training_raises_validation_recall_above_untrained(trained):
     assert glob.glob(os.path.join(run_dir, "**", "events.out.tfevents*"), recursive=True)
 
 
+@pytest.mark.slow
 def test_exported_signature_on_jpeg_bytes_equals_the_in_memory_model(trained, tmp_path):
     cfg, model, _, _ = trained
     tft_output = tft.TFTransformOutput(latest_output(cfg, "Transform", "transform_graph"))
@@ -65,6 +67,7 @@ def test_exported_signature_on_jpeg_bytes_equals_the_in_memory_model(trained, tm
     np.testing.assert_allclose(by_pixels[0], served[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_checkpoint_dir_is_stable_and_keyed_by_config_and_data(data_pipeline):
     job = TrainerJob.of(data_pipeline)
     a = task.checkpoint_dir("/ckpt", job, ["b", "a"])
@@ -84,6 +87,7 @@ def test_strategy_from_environment(monkeypatch):
     assert not task.is_chief()
 
 
+@pytest.mark.slow
 def test_validation_split_is_never_the_eval_classes(data_pipeline):
     from pipeline.definition import create_components
     [trainer] = [c for c in create_components(data_pipeline) if c.id == "Trainer"]
@@ -93,6 +97,7 @@ def test_validation_split_is_never_the_eval_classes(data_pipeline):
     assert {data_pipeline.data.split_of_class(int(c) + 1) for c in data.labels} == {"valid"}
 
 
+@pytest.mark.slow
 def test_model_selection_state_survives_a_restart(data_pipeline, tmp_path):
     """A resumed run keeps the best epoch found before the interruption."""
     cfg = data_pipeline.replace(trainer={"epochs": 1, "steps_per_epoch": 2})
@@ -118,6 +123,7 @@ def test_model_selection_state_survives_a_restart(data_pipeline, tmp_path):
     assert not os.path.exists(state)  # finished: nothing left to resume
 
 
+@pytest.mark.slow
 def test_export_contract_names_the_classes_trained_and_validated_on(trained, tmp_path):
     from components.recall_evaluator import production
     from components.recall_evaluator.embedding import read_class_names

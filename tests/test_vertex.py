@@ -115,6 +115,7 @@ def test_the_compiled_vertex_file_names_the_trainer_gpu_as_vertex_does(compiled)
 
 # ------------------------------------------------------------------ submit
 
+@pytest.mark.slow
 def test_submit_creates_the_pipeline_job_as_compiled_in_the_configured_project(
         compiled, vertex, tmp_path, log):
     from cli.main import main
@@ -138,6 +139,7 @@ def test_submit_creates_the_pipeline_job_as_compiled_in_the_configured_project(
     assert f"submitted to Vertex AI Pipelines as {created['name']}" in log.text
 
 
+@pytest.mark.slow
 def test_submit_flags_win_over_the_config_and_the_run_name_defaults(compiled, vertex,
                                                                      tmp_path):
     from cli.main import main
@@ -154,6 +156,7 @@ def test_submit_flags_win_over_the_config_and_the_run_name_defaults(compiled, ve
     assert created["displayName"].startswith("cgd-test ")  # pipeline name and UTC time
 
 
+@pytest.mark.slow
 def test_submit_without_a_service_account_leaves_it_to_vertex(compiled, vertex, tmp_path):
     from cli.main import main
 
@@ -166,6 +169,7 @@ def test_submit_without_a_service_account_leaves_it_to_vertex(compiled, vertex, 
 
 # ------------------------------------------------------------------ schedule
 
+@pytest.mark.slow
 def test_schedule_creates_a_vertex_schedule_one_run_at_a_time(compiled, vertex, tmp_path,
                                                                log):
     from cli.main import main
@@ -188,6 +192,7 @@ def test_schedule_creates_a_vertex_schedule_one_run_at_a_time(compiled, vertex, 
     assert schedule["name"] in log.text
 
 
+@pytest.mark.slow
 def test_schedule_defaults_to_the_config_cron_and_job_name_and_takes_kfps_form(
         compiled, vertex, tmp_path):
     from cli.main import main
@@ -266,6 +271,7 @@ def kfp_accelerator(job):
         "resources"]["accelerator"]["type"] = "nvidia.com/gpu"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, kubeflow, change, messages", [
     (["submit"], {"vertex_project": ""}, None, ["--project", "kubeflow.vertex_project"]),
     (["schedule", "--cron", "0 3 * * 0"], {"vertex_project": ""}, None,
@@ -304,6 +310,7 @@ def test_submit_and_schedule_errors_come_before_any_call_to_vertex(
     assert vertex.requests == [] and vertex.buckets == []
 
 
+@pytest.mark.slow
 def test_a_missing_pipeline_file_is_named(vertex, tmp_path, capsys):
     from cli.main import main
 
@@ -315,6 +322,7 @@ def test_a_missing_pipeline_file_is_named(vertex, tmp_path, capsys):
     assert vertex.requests == []
 
 
+@pytest.mark.slow
 def test_a_kfp_only_flag_is_ignored_with_a_warning(compiled, vertex, tmp_path, log):
     from cli.main import main
 
@@ -327,6 +335,7 @@ def test_a_kfp_only_flag_is_ignored_with_a_warning(compiled, vertex, tmp_path, l
 
 # ------------------------------------------------------------------ Vertex's refusals
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["submit", "--service-account", f"nobody@{PROJECT}.iam.gserviceaccount.com"],
      "refused to create the pipeline job (HTTP 400): Service account nobody@"),
@@ -369,6 +378,7 @@ def sdk(vertex):
     return vertex
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what, message", [
     ("s3 root", "gcs_output_directory must be a Cloud Storage path"),
     ("no pipeline name", "must have schemaVersion, pipelineInfo.name and root"),
@@ -400,6 +410,7 @@ def test_the_stand_in_refuses_what_vertex_refuses_sent_by_the_sdk_itself(
     assert sdk.pipeline_jobs == sdk.schedules == []
 
 
+@pytest.mark.slow
 def test_the_stand_in_answers_get_for_what_it_created(compiled, sdk):
     from google.cloud import aiplatform
 

@@ -1,10 +1,9 @@
 """What every dataset source yields: one annotated image record, before the image is read.
 
-A source (``components/datasets/cars196/source.py``, ``components/datasets/<name>.py``)
-parses its dataset's list and annotation files in the ExampleGen driver process
-(cheap) and yields one record per image; Beam then reads, checks and encodes the
-image (``components/example_gen/examples.py``). Records are plain dicts so that Beam
-can pickle them; the keys are the ``RECORD_*`` constants below.
+A source (``components/datasets/<name>/source.py``) parses its dataset's list and
+annotation files in the ExampleGen driver process (cheap) and yields one record per image;
+Beam then reads, checks and encodes the image (``components/example_gen/examples.py``).
+Records are plain dicts so that Beam can pickle them; the keys are the constants below.
 
 Class ids: for datasets whose own protocol fixes the split (SOP, In-shop, a user's
 folder), a source numbers the training classes 0..T-1 and the evaluation classes

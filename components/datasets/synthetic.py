@@ -1,10 +1,9 @@
 """Synthetic images and archive writers shared by the sample-data generators.
 
-Every dataset's sample generator (``components/datasets/cars196/sample.py``,
-``components/datasets/*_sample.py``) draws its images here: a class has its own
-look (colour, shape, stripes, wheels) with intra-class variation (position,
-scale, colour jitter, background), so that retrieval on the samples is learnable.
-Archives are written with fixed metadata (byte-identical for a seed) and
+Every dataset's sample generator (``components/datasets/<name>/sample.py``) draws its
+images here: a class has its own look (colour, shape, stripes, wheels) with intra-class
+variation (position, scale, colour jitter, background), so that retrieval on the samples
+is learnable. Archives are written with fixed metadata (byte-identical for a seed) and
 atomically (temp file + rename).
 """
 

@@ -1,10 +1,10 @@
 """Beam executor of RetrievalExampleGen: a dataset's files in, class-disjoint tf.Examples out.
 
-The dataset's source (``sources.SOURCE_MODULES``: TFDS's own code for Cars196 and SOP)
-parses the list and annotation files (cheap, in the driver process; no image is opened)
-and ``sources`` assigns each image its retrieval split; Beam does the heavy part in
-parallel: read every image, check that it decodes, normalise its box, build the
-tf.Example, and write it, in the worker that built it, to its split's gzip TFRecords in
+The dataset's source (``components/datasets/<name>/source.py``: TFDS's own code for
+Cars196 and SOP) parses the list and annotation files (cheap, in the driver process; no
+image is opened) and ``sources`` assigns each image its retrieval split; Beam does the
+heavy part in parallel: read every image, check that it decodes, normalise its box, build
+the tf.Example, and write it, in the worker that built it, to its split's gzip TFRecords in
 TFX's Examples layout (``Split-<name>/data_tfrecord-*.gz``). We then record the
 ingestion counts on the artifact.
 
@@ -49,9 +49,7 @@ def split_rule_from_exec_properties(exec_properties: dict[str, Any]) -> dict:
     custom.custom_config.Unpack(struct)
     rule = json_format.MessageToDict(struct)
     # A Struct holds every number as a double: give back the integers.
-    options = rule["source_options"]
-    if "split_seed" in options:
-        options["split_seed"] = int(options["split_seed"])
+    rule["source_options"] = sources.restore_options(rule["dataset"], rule["source_options"])
     for key in ("validation_classes", "min_classes", "min_queries"):
         rule[key] = int(rule[key])
     for key in ("train_classes", "eval_classes"):

@@ -1,8 +1,9 @@
-"""The dataset sources by ``data.dataset`` name, and the retrieval split of their records.
+"""A dataset's source by its ``data.dataset`` name, and the retrieval split of its records.
 
-A source parses its dataset's original files into records
-(``components/datasets/records.py``); which images go to train, valid and eval is decided
-here, in one place for every dataset:
+A source (``components/datasets/<name>/source.py``, found by that convention) parses its
+dataset's original files into records (``components/datasets/records.py``); which images
+go to train, valid and eval is decided here, in one place for every dataset, from its
+spec (``components/datasets/<name>/spec.py``):
 
 * class-range datasets (cars196, cub200): the configured 1-based class ranges
   (``core.config.retrieval_split``), the last ``validation_classes`` training classes
@@ -28,31 +29,29 @@ from typing import Iterable, Iterator
 from components.datasets import records as R
 from components.datasets.records import DatasetSourceError
 from core.config import MIN_TRAIN_CLASSES, retrieval_split
-
-# data.dataset -> the module whose iter_records(source_dir, work_dir, **options) parses it.
-SOURCE_MODULES = {
-    "cars196": "components.datasets.cars196.source",
-    "cub200": "components.datasets.cub200.source",
-    "sop": "components.datasets.sop.source",
-    "inshop": "components.datasets.inshop.source",
-    "folder": "components.datasets.folder.source",
-}
-
-# Sources that can leave the images inside their inflated archives (``archive.member_path``)
-# instead of writing a file per image: ExampleGen's Beam stage reads them there.
-IMAGES_IN_ARCHIVE = ("cars196",)
+from core.dataset_spec import dataset_module, spec_for
 
 
 def iter_records(dataset: str, source_dir: str, work_dir: str,
                  options: dict | None = None) -> Iterator[dict]:
-    """The records of ``dataset``'s files in ``source_dir`` (archives extracted to work_dir)."""
-    if dataset not in SOURCE_MODULES:
-        raise ValueError(f"unknown dataset {dataset!r} (expected one of {list(SOURCE_MODULES)})")
-    source = importlib.import_module(SOURCE_MODULES[dataset])
+    """The records of ``dataset``'s files in ``source_dir`` (archives extracted to work_dir),
+    parsed by its ``components/datasets/<dataset>/source.py``.
+
+    A source whose spec says ``images_in_archive`` leaves the images inside the inflated
+    archives (``archive.member_path``) instead of writing a file per image: Beam reads
+    them there.
+    """
+    source = importlib.import_module(dataset_module(dataset, "source"))
     options = dict(options or {})
-    if dataset in IMAGES_IN_ARCHIVE:
+    if spec_for(dataset).images_in_archive:
         options["images_in_archive"] = True
     return source.iter_records(source_dir, work_dir, **options)
+
+
+def restore_options(dataset: str, options: dict) -> dict:
+    """The source's options after a protobuf Struct round trip (every number a double)."""
+    spec = spec_for(dataset)
+    return {name: spec.option(name).restore(value) for name, value in options.items()}
 
 
 # Images outside the configured class ranges; classes skipped for having a single image in
@@ -116,17 +115,20 @@ def _retrievable(keyed: list[tuple[str, dict]], outside: int):
     return kept, SplitCounts(outside, len(singles), no_gallery)
 
 
-# The keys that move images between the splits, by how the dataset is split.
-_SPLIT_KEYS = {
-    "class ranges": {"train": "data.train_classes / data.validation_classes",
-                     "valid": "data.validation_classes / data.train_classes",
-                     "eval": "data.eval_classes / data.train_classes"},
-    "folder": {"train": "data.validation_classes / data.eval_fraction",
-               "valid": "data.validation_classes / data.eval_fraction",
-               "eval": "data.eval_fraction (or data.split_seed)"},
-    "protocol": {"train": "data.validation_classes", "valid": "data.validation_classes",
-                 "eval": "the dataset's own test partition (more images)"},
-}
+def _split_keys(rule: dict, movers: list[str]) -> dict[str, str]:
+    """{split: the keys that move images into it} for the rule's dataset; ``movers``: its
+    options that decide which classes go to eval."""
+    if rule["train_classes"] is not None:  # class ranges
+        return {"train": "data.train_classes / data.validation_classes",
+                "valid": "data.validation_classes / data.train_classes",
+                "eval": "data.eval_classes / data.train_classes"}
+    if movers:  # a split made by the dataset's options (the folder's hash)
+        first, others = f"data.{movers[0]}", " or ".join(f"data.{m}" for m in movers[1:])
+        return {"train": f"data.validation_classes / {first}",
+                "valid": f"data.validation_classes / {first}",
+                "eval": f"{first} (or {others})" if others else first}
+    return {"train": "data.validation_classes", "valid": "data.validation_classes",
+            "eval": "the dataset's own test partition (more images)"}
 
 
 def split_sizes(keyed: Iterable[tuple[str, dict]]) -> dict[str, tuple[int, int, int]]:
@@ -155,8 +157,8 @@ def check_split_sizes(keyed: list[tuple[str, dict]], rule: dict,
     ``source_classes``: the 0-based class ids the source holds, to say which ranges exist.
     """
     sizes = split_sizes(keyed)
-    how = ("class ranges" if rule["train_classes"] is not None else
-           "folder" if rule["dataset"] == "folder" else "protocol")
+    movers = [o.name for o in spec_for(rule["dataset"]).options if o.moves_classes]
+    keys = _split_keys(rule, movers)
     problems = []
     for split in rule["output_splits"]:
         _, classes, queries = sizes.get(split, (0, 0, 0))
@@ -164,15 +166,15 @@ def check_split_sizes(keyed: list[tuple[str, dict]], rule: dict,
             if classes < MIN_TRAIN_CLASSES:
                 problems.append(f"'train' has {classes} class(es), fewer than "
                                 f"{MIN_TRAIN_CLASSES} (a ranking loss needs a negative class); "
-                                f"change {_SPLIT_KEYS[how]['train']}")
+                                f"change {keys['train']}")
         elif classes < rule["min_classes"]:
             problems.append(f"'{split}' has {classes} class(es), fewer than "
                             f"evaluator.min_eval_classes {rule['min_classes']}; change "
-                            f"{_SPLIT_KEYS[how][split]}")
+                            f"{keys[split]}")
         elif queries < rule["min_queries"]:
             problems.append(f"'{split}' has {queries} queries with a match, fewer than "
                             f"evaluator.min_queries {rule['min_queries']}; change "
-                            f"{_SPLIT_KEYS[how][split]} or evaluator.min_queries")
+                            f"{keys[split]} or evaluator.min_queries")
     if not problems:
         return
     counts = ", ".join(f"{split}={sizes.get(split, (0, 0, 0))[0]} images of "
@@ -180,14 +182,14 @@ def check_split_sizes(keyed: list[tuple[str, dict]], rule: dict,
                        for split in rule["output_splits"])
     ids = sorted({int(c) + 1 for c in source_classes})
     where = ""
-    if how == "class ranges":
+    if rule["train_classes"] is not None:
         where = (f" (data.train_classes {rule['train_classes']}, data.eval_classes "
                  f"{rule['eval_classes']}, data.validation_classes "
                  f"{rule['validation_classes']}"
                  + (f"; the source's classes are {ids[0]}-{ids[-1]}, {len(ids)} in all"
                     if ids else "") + ")")
-    elif how == "folder":
-        where = (f" (data.eval_fraction {rule['source_options'].get('eval_fraction')}, "
+    elif movers:
+        where = (f" (data.{movers[0]} {rule['source_options'].get(movers[0])}, "
                  f"data.validation_classes {rule['validation_classes']}"
                  + (f"; the source has {len(ids)} classes" if ids else "") + ")")
     else:

@@ -20,11 +20,8 @@ formula (ymin / height, xmin / width, ymax / height, xmax / width; clipped to
 from __future__ import annotations
 
 import collections.abc
-import concurrent.futures
 import io
-import logging
 import os
-import time
 from typing import Iterator
 
 import numpy as np
@@ -32,10 +29,9 @@ import scipy.io
 import tensorflow as tf
 from tensorflow_datasets.image_classification import cars196
 
-from components.datasets import archive, records
+from components.datasets import records
+from components.datasets.local_files import LocalFiles
 from core.names import CARS196_FILES
-
-log = logging.getLogger(__name__)
 
 ANNOTATION_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 CLASS_NAMES = tuple(cars196._NAMES)
@@ -128,95 +124,6 @@ def check_class_names(mat_path: str, display_name: str | None = None) -> list[st
     return names
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-class _LocalFiles:
-    """Stands in for TFDS's DownloadManager: 'downloads' are the local files.
-
-    A ``.tgz`` is inflated once into a ``.tar`` in ``extract_dir`` (``archive.inflate_tgz``).
-    Its images stay inside (``images_in_archive``: each image's path is an
-    ``archive.member_path``, read by ``archive.read_image``) or are written out as files;
-    its other members (the devkit's ``.mat`` files) are always written out, for TFDS to read.
-    """
-
-    def __init__(self, files: dict[str, str], extract_dir: str, images_in_archive: bool):
-        self._files = files
-        self._extract_dir = extract_dir
-        self._images_in_archive = images_in_archive
-        self._inflating: dict[str, concurrent.futures.Future] = {}  # target dir -> its job
-        self.images: dict[str, dict[str, str]] = {}  # directory -> {file name: image path}
-        self.member_names: dict[str, str] = {}       # image path -> archive member name
-
-    def download_and_extract(self, url_or_urls):
-        """The local paths at once; the archives are inflated in the background, one thread
-        each (zlib releases the GIL), while TFDS parses the annotations: whoever needs an
-        archive's files waits for it (``wait``)."""
-        urls = tf.nest.flatten(url_or_urls)
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(urls))
-        paths = []
-        for url in urls:
-            path = self._files[os.path.basename(url)]
-            if path.endswith(".tgz"):
-                target = os.path.join(self._extract_dir, os.path.basename(path)[: -len(".tgz")])
-                self._inflating[target] = pool.submit(self._extract, path, target)
-                path = target
-            paths.append(path)
-        pool.shutdown(wait=False)
-        return tf.nest.pack_sequence_as(url_or_urls, paths)
-
-    def wait(self, path: str) -> None:
-        """Returns once the archive ``path`` lies in (if any) is inflated; raises its error."""
-        path = os.path.normpath(path)
-        for target, job in self._inflating.items():
-            if path == target or path.startswith(target + os.sep):
-                job.result()
-
-    def _extract(self, path: str, target: str) -> None:
-        tar_path, done = target + ".tar", target + ".done"
-        # Written last, after the members kept as files: a rerun rewrites none of them.
-        files_done = target + ".files.done"
-        files_written = tf.io.gfile.exists(files_done)
-        try:
-            if not tf.io.gfile.exists(done):  # idempotent across retries
-                log.info("inflating %s to %s", path, tar_path)
-                start = time.monotonic()
-                archive.inflate_tgz(path, tar_path)
-                with tf.io.gfile.GFile(done, "w") as f:
-                    f.write("ok")
-                log.info("inflated %s in %.1f s", os.path.basename(path), time.monotonic() - start)
-            members = list(archive.tar_members(tar_path))
-        except archive.ArchiveError as e:
-            raise Cars196SourceError(str(e)) from e  # the cause: for callers naming it their way
-        images, names, made = {}, {}, set()
-        for name, offset, size in members:
-            # Never write outside target, whatever names the archive holds.
-            local = os.path.normpath(os.path.join(target, name))
-            if not local.startswith(os.path.normpath(target) + os.sep):
-                raise Cars196SourceError(f"archive member {name!r} escapes the extraction dir")
-            is_image = name.lower().endswith(IMAGE_SUFFIXES)
-            if is_image and self._images_in_archive:
-                image_path = archive.member_path(tar_path, offset, size)
-            else:
-                if not files_written:
-                    directory = os.path.dirname(local)
-                    if directory not in made:
-                        tf.io.gfile.makedirs(directory)
-                        made.add(directory)
-                    with tf.io.gfile.GFile(local, "wb") as out:
-                        out.write(archive.read_member(tar_path, offset, size))
-                image_path = local
-            if is_image:
-                images.setdefault(os.path.dirname(local), {})[os.path.basename(local)] = image_path
-                names[image_path] = name
-        if not files_written:
-            with tf.io.gfile.GFile(files_done, "w") as f:
-                f.write("ok")
-        # One key per archive: safe from the other threads.
-        self.images.update(images)
-        self.member_names.update(names)
-
-
 class LocalCars196(cars196.Cars196):
     """TFDS's cars196 builder reading the four files from a local directory."""
 
@@ -225,8 +132,8 @@ class LocalCars196(cars196.Cars196):
                  **kwargs):
         self._source_files = check_source_dir(source_dir)
         self._work_dir = work_dir
-        self._local = _LocalFiles(self._source_files, os.path.join(work_dir, "extracted"),
-                                  images_in_archive)
+        self._local = LocalFiles(self._source_files, os.path.join(work_dir, "extracted"),
+                                 images_in_archive, error=Cars196SourceError)
         super().__init__(data_dir=os.path.join(work_dir, "tfds"), **kwargs)
 
     def split_gen_kwargs(self) -> dict[str, dict]:

@@ -37,10 +37,10 @@ from typing import Callable, Iterator
 
 import tensorflow as tf
 
-from components.datasets.cars196.source import Cars196SourceError, _LocalFiles
 from components.datasets import records
 from components.datasets import source_dir as source_dir_lib
 from components.datasets.archive import ArchiveError
+from components.datasets.local_files import LocalFiles
 from components.datasets.records import DatasetSourceError
 
 ARCHIVE = "CUB_200_2011.tgz"
@@ -65,18 +65,18 @@ def check_source_dir(source_dir: str) -> dict[str, str]:
 def extract(source_dir: str, work_dir: str) -> str:
     """Extract the archive under ``work_dir`` once; returns the path of its ``CUB_200_2011/``.
 
-    Cars196's extractor is reused: idempotent (a ``.done`` marker, written last, so an
-    interrupted extraction is redone) and it refuses members that would land outside the
-    target directory.
+    The shared ``.tgz`` extractor (``local_files.LocalFiles``, also Cars196's): idempotent
+    (a ``.done`` marker, written last, so an interrupted extraction is redone) and it
+    refuses members that would land outside the target directory.
     """
     files = check_source_dir(source_dir)
     try:
         # Every member as a file: the list files name the images by path.
-        local = _LocalFiles(files, os.path.join(work_dir, "extracted"),
-                            images_in_archive=False)
+        local = LocalFiles(files, os.path.join(work_dir, "extracted"),
+                           images_in_archive=False)
         target = local.download_and_extract(ARCHIVE)
         local.wait(target)
-    except Cars196SourceError as e:  # the shared extractor's own error type
+    except DatasetSourceError as e:  # the shared extractor's error
         if isinstance(e.__cause__, ArchiveError):
             raise DatasetSourceError(f"{ARCHIVE}: not a readable gzip'd tar archive "
                                      f"({e.__cause__.reason})") from None

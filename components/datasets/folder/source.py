@@ -37,14 +37,15 @@ import tensorflow as tf
 
 from components.datasets import records
 from components.datasets.records import DatasetSourceError
+from components.datasets.folder.spec import SPEC
 from components.datasets.source_dir import summarize_names
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 CSV_COLUMNS = ("path", "label")
-DEFAULT_EVAL_FRACTION = 0.5
-DEFAULT_SPLIT_SEED = 0
+DEFAULT_EVAL_FRACTION = SPEC.option("eval_fraction").default
+DEFAULT_SPLIT_SEED = SPEC.option("split_seed").default
 EXPECTED = ("one folder per class holding .jpg/.jpeg/.png files, or a CSV (option labels_csv) "
             "with the header path,label")
 
@@ -233,15 +234,12 @@ def class_ids(class_names, eval_fraction: float = DEFAULT_EVAL_FRACTION,
             for i, name in enumerate(group, start=0 if split == "train" else len(train))}
 
 
-def _check_options(eval_fraction, split_seed) -> None:
-    if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) \
-            or not 0 < eval_fraction < 1:
-        raise DatasetSourceError(
-            f"folder source: eval_fraction must be a number strictly between 0 and 1, "
-            f"got {eval_fraction!r}")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise DatasetSourceError(
-            f"folder source: split_seed must be an integer, got {split_seed!r}")
+def _check_options(**options) -> None:
+    """The spec's checks, for callers that skip the config (tests, the demo)."""
+    for name, value in options.items():
+        problem = SPEC.option(name).problem(value)
+        if problem:
+            raise DatasetSourceError(f"folder source: {name} {problem}")
 
 
 def iter_records(source_dir: str, work_dir: str, labels_csv: str | None = None,
@@ -250,7 +248,7 @@ def iter_records(source_dir: str, work_dir: str, labels_csv: str | None = None,
     """One ``records.record`` per image, by class id then image id. ``work_dir`` is unused
     (the images are read where they are); it is taken for the common source interface."""
     del work_dir
-    _check_options(eval_fraction, split_seed)
+    _check_options(eval_fraction=eval_fraction, split_seed=split_seed)
     listing = list_images(source_dir, labels_csv)
     where = _csv_path(source_dir, labels_csv) if labels_csv else source_dir
     ids = class_ids((name for *_, name in listing.images), eval_fraction, split_seed)

@@ -13,7 +13,7 @@ The user downloads ``Stanford_Online_Products.zip`` into the source directory. I
 
 As for Cars196, TFDS's ``stanford_online_products`` builder is subclassed and only *where
 the file comes from* is replaced: a download-manager stand-in extracts the local zip
-(``_LocalZip``, the zip equivalent of Cars196's ``_LocalFiles``), then TFDS's own
+(``_LocalZip``, the zip equivalent of ``local_files.LocalFiles``), then TFDS's own
 ``_split_generators`` and ``_generate_examples`` read Ebay_train.txt and Ebay_test.txt
 (neither opens an image). Before TFDS reads a file, every line is checked here, since TFDS
 reports a malformed line as a bare ValueError/IndexError with no file or line; and the two
@@ -68,7 +68,7 @@ def check_source_dir(source_dir: str) -> dict[str, str]:
 class _LocalZip:
     """Stands in for TFDS's DownloadManager: 'downloads' are local zips, extracted once.
 
-    Like Cars196's ``_LocalFiles`` (for .tgz): idempotent across retries (a ``.done``
+    Like ``local_files.LocalFiles`` (for .tgz): idempotent across retries (a ``.done``
     marker written last, so an interrupted extraction is redone) and never writing outside
     the target directory, whatever names the archive holds.
     """
