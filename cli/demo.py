@@ -15,7 +15,7 @@ the pipeline starts and without removing anything.
 
 The console shows what a person should read; everything the tfx CLI and the
 pipeline print goes to the log file (``<work>/logs/tfx.log``): cli/console.py
-chooses the lines (tests/test_demo_output.py).
+chooses the lines (tests/cli/test_demo.py).
 """
 
 from __future__ import annotations

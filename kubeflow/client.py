@@ -7,7 +7,7 @@
 the kubernetes platform spec), so a .json ``PipelineJob`` is rewritten into one
 and its root passed as the run's ``pipeline_root``. Everything here takes the
 client as an argument; the tests point a real ``kfp.Client`` at a local server
-that speaks KFP's v2beta1 API (tests/kfp_api_server.py). On multi-user Kubeflow
+that speaks KFP's v2beta1 API (tests/support/kfp_api_server.py). On multi-user Kubeflow
 the client carries a profile namespace and a credential from the environment
 (make_client; kubeflow/README.md, "Multi-user Kubeflow").
 """

@@ -13,7 +13,7 @@ Credentials are the SDK's default, Application Default Credentials (``gcloud aut
 application-default login``, or the service account of the machine or workload).
 ``CGD_VERTEX_API_ENDPOINT`` (host[:port] or an http(s):// URL) replaces the SDK's
 regional endpoint and switches it to its REST transport: for Private Service Connect
-endpoints, and for the tests' local stand-in (tests/vertex_api_server.py).
+endpoints, and for the tests' local stand-in (tests/support/vertex_api_server.py).
 
 Every function takes the SDK module as ``sdk`` (default ``google.cloud.aiplatform``).
 """

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import small_config
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 # Lower layers never import higher ones; packages of one layer do not import each other.
 LAYERS = {"core": 0, "search": 1, "components": 2, "trainer": 3, "serving": 3, "kubeflow": 4,
           "pipeline": 5, "cli": 6}

@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.support.paths import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 PROJECT = "cgd-retrieval"  # the editable install of this checkout, not in the lock
 
 

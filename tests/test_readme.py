@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.support.paths import REPO_ROOT
 
 # Slow tier: the README's commands in subprocesses on a generated sample.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 VENV_BIN = Path(sys.executable).parent
 
 

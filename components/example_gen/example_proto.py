@@ -7,7 +7,7 @@ messages. These are the same messages, built from the same definitions
 (``tensorflow/core/example/feature.proto`` and ``example.proto``: names, field
 numbers, types, packing) in a private descriptor pool, so they never clash with
 TensorFlow's classes when both are loaded; the serialized bytes parse as
-``tf.train.Example`` (tests/test_executors.py).
+``tf.train.Example`` (tests/components/test_executors.py).
 """
 
 from __future__ import annotations

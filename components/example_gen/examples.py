@@ -62,7 +62,7 @@ def _decode_check(image_bytes: bytes) -> tuple[str | None, tuple[int, int]]:
     PIL's ``draft``): every scan is still entropy-decoded, which is where truncation and
     damage show, but the full-size inverse DCT and colour conversion, which nothing here
     uses, are skipped; twice as fast on photo-sized images, and the same verdict as a full
-    decode on every damaged image tested (tests/test_executors.py).
+    decode on every damaged image tested (tests/components/test_executors.py).
     """
     try:
         with Image.open(io.BytesIO(image_bytes)) as im:

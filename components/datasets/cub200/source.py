@@ -22,7 +22,7 @@ mask PNG with OpenCV), and its ``_generate_examples`` takes each image's size fr
 mask to normalise the box and reads every image out of the archive; its list parsing
 zips the three list files by line position and keys boxes by file-name stem, with no
 line-level errors. Here the list files are parsed directly, joined by image id, and every
-line is checked; ``tests/test_cub200_source.py`` shows TFDS's own list parsing agrees on
+line is checked; ``tests/components/datasets/cub200/test_source.py`` shows TFDS's own list parsing agrees on
 the sample data. Images are never opened here: Beam decodes each once and normalises the
 pixel box by the decoded size.
 """
