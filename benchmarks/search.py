@@ -182,17 +182,23 @@ def cfg_with(cfg, kind: str):
     return types.SimpleNamespace(**values)
 
 
+def make_data(n: int, d: int, seed: int, data_dir: str) -> None:
+    x, labels = clustered_embeddings(n + QUERIES, d, seed=seed)
+    np.save(os.path.join(data_dir, "gallery.npy"), x[:n])
+    np.save(os.path.join(data_dir, "queries.npy"), x[n:])
+    np.save(os.path.join(data_dir, "gallery_labels.npy"), labels[:n])
+    np.save(os.path.join(data_dir, "query_labels.npy"), labels[n:])
+
+
 def run_dataset(name: str, scale: float, threads: int, kinds: list[str]) -> dict:
     n_full, d = DATASETS[name]
     n = max(2000, int(n_full * scale))
     with tempfile.TemporaryDirectory(prefix="cgd-bench-search-") as data_dir:
         t0 = time.perf_counter()
-        x, labels = clustered_embeddings(n + QUERIES, d, seed=int(name))
-        np.save(os.path.join(data_dir, "gallery.npy"), x[:n])
-        np.save(os.path.join(data_dir, "queries.npy"), x[n:])
-        np.save(os.path.join(data_dir, "gallery_labels.npy"), labels[:n])
-        np.save(os.path.join(data_dir, "query_labels.npy"), labels[n:])
-        del x, labels
+        # In a child too: Linux keeps ru_maxrss across fork and exec, so data made here
+        # would set every configuration's peak.
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--make-data",
+                        f"{n},{d},{name}", "--data-dir", data_dir], check=True)
         print(f"# {n} x {d}: data in {time.perf_counter() - t0:.1f} s", flush=True)
         rows = []
         for kind in ["exact"] + kinds:
@@ -236,7 +242,12 @@ def main(argv=None) -> None:
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--make-data", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.make_data:
+        n, d, seed = (int(v) for v in args.make_data.split(","))
+        make_data(n, d, seed, args.data_dir)
+        return
     if args.child:
         print(json.dumps(run_configuration(args.child, args.data_dir, args.threads)))
         return

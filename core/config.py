@@ -43,9 +43,11 @@ SERVICE_ACCOUNT_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 K8S_NAMESPACE_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
-def _path(**kw):
-    """A field holding a filesystem path: expanded and made absolute at load."""
-    return dataclasses.field(metadata={"path": True}, **kw)
+def _path(names: tuple[str, ...] = (), **kw):
+    """A field holding a filesystem path: expanded and made absolute at load (relative to
+    the file that sets it). ``names``: values that name something rather than a path
+    (gallery_index.gallery's "eval"), kept as they are."""
+    return dataclasses.field(metadata={"path": True, "names": names}, **kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,7 +472,7 @@ class GalleryIndexConfig:
     """The gallery index the pipeline builds for a candidate and pushes with it (#25);
     search/index.py reads every key but enabled and gallery (the pipeline's)."""
     enabled: bool
-    gallery: str
+    gallery: str = _path(names=(EVAL_GALLERY,))
     kind: str
     exact_below: int
     nlist: int
@@ -798,7 +800,8 @@ def _build(merged: dict, source: str, base_dir: Path | None) -> Config:
             parse = field.metadata.get("parse")
             value = (parse(values[field.name], dotted, source) if parse
                      else _coerce(values[field.name], field_hints[field.name], dotted, source))
-            if field.metadata.get("path") and value and "://" not in value:
+            if (field.metadata.get("path") and value and "://" not in value
+                    and value not in field.metadata["names"]):
                 # Local paths become absolute; URLs (gs://, s3://, hdfs://) stay as they are.
                 value = os.path.expanduser(value)
                 if not os.path.isabs(value):

@@ -64,7 +64,7 @@ KINDS = GALLERY_INDEX_KINDS
 # What `auto` builds at and above exact_below. SQ8 keeps recall@10 >= 0.99 on every
 # clustered set we tried; SQ6 meets the issue's 1/4-of-float32 target (0.22 with ids
 # against SQ8's 0.28) but its recall depends on the data (0.98 on the benchmark's, 0.93
-# on tests/test_search_index.py's tighter clusters): the gate would refuse pushes, so it
+# on tests/search/test_index.py's tighter clusters): the gate would refuse pushes, so it
 # is opt-in (docs/benchmarks.md, "Gallery search").
 AUTO_APPROXIMATE = "ivf_sq8"
 # k-means trains on at most this many points per IVF list: faiss's default (256) makes

@@ -19,7 +19,8 @@ LAYERS = {"core": 0, "search": 1, "components": 2, "trainer": 3, "serving": 3, "
           "pipeline": 5, "cli": 6}
 # Math and domain code: tested and benchmarked alone, so no TFX in them.
 WITHOUT_TFX = [
-    "search/exact.py",
+    "search/exact.py", "search/index.py", "search/catalogue.py",
+    "components/gallery_indexer/recall.py", "components/gallery_indexer/verdict.py",
     "components/recall_evaluator/metrics.py", "components/recall_evaluator/verdict.py",
     "components/recall_evaluator/ranking_picture.py", "components/recall_evaluator/production.py",
     "components/recall_evaluator/significance.py",

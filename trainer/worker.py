@@ -7,7 +7,7 @@
 
 Writes ``<out>/validation.json`` (Recall@1 untrained, per epoch, best). Used to
 check that MultiWorkerMirroredStrategy over local CPU processes trains as
-well as one worker (tests/test_multiworker.py).
+well as one worker (tests/trainer/test_worker.py).
 """
 
 from __future__ import annotations

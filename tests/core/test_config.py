@@ -303,3 +303,13 @@ def test_every_gallery_index_kind_loads(tmp_path):
     from core.names import GALLERY_INDEX_KINDS
     for kind in GALLERY_INDEX_KINDS:
         assert load_config(overrides={"gallery_index": {"kind": kind}}).gallery_index.kind == kind
+
+
+def test_a_gallery_path_is_resolved_against_the_config_file_and_eval_stays_a_name(tmp_path):
+    (tmp_path / "sub").mkdir()
+    config = tmp_path / "sub" / "c.yaml"
+    config.write_text("gallery_index:\n  gallery: catalogue/items.csv\n")
+    assert load_config(str(config)).gallery_index.gallery == str(tmp_path / "sub" / "catalogue"
+                                                                  / "items.csv")
+    config.write_text("gallery_index:\n  gallery: eval\n")
+    assert load_config(str(config)).gallery_index.gallery == "eval"
