@@ -5,9 +5,11 @@
    already there, checked by the dataset's own source; parsed once (the images written out
    under ``<work>/parse/``) and split as RetrievalExampleGen will split them,
 2. the full pipeline through the tfx CLI on the local orchestrator,
-3. the embedded TF-Serving-compatible server on the pushed model,
-4. gRPC embedding requests and a gallery search over the eval classes' images,
-5. a summary: Recall@K table, blessing verdict, served version, ranking picture.
+3. the embedded TF-Serving-compatible server on the pushed model, and the search service
+   beside it (both in this process, as `cgd serve --search` hosts them),
+4. gRPC embedding requests for query images of the eval classes,
+5. a search through the search service, against the gallery index pushed with the served
+   version; then a summary: Recall@K table, blessing verdict, served version, ranking picture.
 
 A config the demo cannot run (real data missing, spans, a split too small, more classes
 per batch than the training split has) is refused in one line naming the key, before
@@ -26,13 +28,14 @@ import importlib
 import inspect
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from core.config import Config, load_config
 from core.errors import CliError
+from core.names import CLASS_NAME_KEY, EVAL_GALLERY, LABEL_KEY
 from cli.console import INDENT, import_tensorflow_quietly, log_records_to, run_shown
 from pipeline.artifacts import newest_numbered_dir, newest_output
 from pipeline.run import LOCAL_RUNNER
@@ -41,8 +44,9 @@ from pipeline.run import LOCAL_RUNNER
 # skipped and counted). Cars196's demo sample has always been 10 per class, 2 corrupt.
 SAMPLE_IMAGES_PER_CLASS = 10
 SAMPLE_CORRUPT = 2
-# Query images of the demo's search step (distinct eval classes).
+# Query images of the demo's search step (distinct eval classes), and the hits shown.
 QUERIES = 3
+SEARCH_K = 8
 
 
 def tfx_command(*args: str) -> list[str]:
@@ -146,7 +150,7 @@ def split_records(cfg: Config, work: str) -> dict[str, list[dict]]:
     """{split: records} of the dataset's files, split as RetrievalExampleGen splits them.
 
     The source parses ``data.source_dir`` with its images written out as files under
-    ``<work>/parse/`` (the search's gallery copies them). A split that cannot train or judge
+    ``<work>/parse/`` (the search's queries are read there). A split that cannot train or judge
     (``sources.check_split_sizes``, as ingestion would fail), or a 'train' split with fewer
     classes than one P×K batch, is refused here, before the pipeline runs.
     """
@@ -247,48 +251,83 @@ def queries_and_gallery(eval_records: list[dict]) -> tuple[list[dict], list[dict
     return queries, gallery
 
 
-def gallery_and_queries(cfg: Config, work: str, eval_records: list[dict]) -> tuple[
-        str, list[tuple[str, int, str]], dict[str, str]]:
-    """The search's gallery directory (``queries_and_gallery``'s gallery, each image named
-    ``class<1-based id>_<file>``) and its queries.
+class Query(NamedTuple):
+    """A query of the demo's search: its file, 1-based class id, origin and gallery id."""
+    path: str
+    class_id: int
+    origin: str
+    image_id: str
+    in_index: bool  # all-vs-all: the pushed index holds the query itself
 
-    Returns (gallery dir, [(query path, class id, origin)], {gallery file name: origin}).
+
+def demo_queries(cfg: Config, work: str, eval_records: list[dict]) -> tuple[
+        list[Query], dict[str, str]]:
+    """``queries_and_gallery``'s queries, and {image id: origin} of every eval image.
+
+    The pushed index (``gallery_index.gallery: eval``) holds the eval split's images by
+    their ``image_id``, all but In-shop's query images; the map names its hits.
     """
-    from components.datasets.records import CLASS_ID, IMAGE_PATH
+    from components.datasets.records import CLASS_ID, EVAL_ROLE, IMAGE_ID, IMAGE_PATH
     source, parse = cfg.data.source_dir, os.path.join(work, "parse")
-    queries, members = queries_and_gallery(eval_records)
+    queries, _ = queries_and_gallery(eval_records)
     _source_files.cache_clear()  # a listing from an earlier call may be stale
-    gallery = os.path.join(work, "gallery")
-    shutil.rmtree(gallery, ignore_errors=True)  # the previous demo's copies
-    os.makedirs(gallery)
-    origins = {}
-    for record in members:
-        base = f"class{record[CLASS_ID] + 1:03d}_{os.path.basename(record[IMAGE_PATH])}"
-        name, n = base, 1
-        while name in origins:  # e.g. a folder class's sub-folders repeat file names
-            n += 1
-            name = f"class{record[CLASS_ID] + 1:03d}_{n}_{base.split('_', 1)[1]}"
-        shutil.copy(record[IMAGE_PATH], os.path.join(gallery, name))
-        origins[name] = origin(record, source, parse)
-    return gallery, [(r[IMAGE_PATH], r[CLASS_ID] + 1, origin(r, source, parse))
-                     for r in queries], origins
+    origins = {r[IMAGE_ID]: origin(r, source, parse) for r in eval_records}
+    from_eval = cfg.gallery_index.gallery == EVAL_GALLERY
+    return [Query(r[IMAGE_PATH], r[CLASS_ID] + 1, origins[r[IMAGE_ID]], r[IMAGE_ID],
+                  from_eval and r[EVAL_ROLE] != "query") for r in queries], origins
 
 
-def search_lines(query: tuple[str, int, str], hits, origins: dict[str, str],
-                 gallery_size: int, skipped: int) -> list[str]:
-    """The demo's search, each image named by where it comes from (``origin``)."""
-    _, query_class, query_origin = query
-    files = sorted({o.split(":", 1)[0] for o in origins.values() if ":" in o})
+def search_lines(query: Query, version: int, hits: list[dict], origins: dict[str, str],
+                 index_size: int, kind: str) -> list[str]:
+    """The demo's search, each image named by where it comes from (``origin``); ``hits``
+    as ``SearchClient`` returns them, the query's own hit already left out."""
+    files = sorted({origins.get(h["id"], "").split(":", 1)[0] for h in hits
+                    if ":" in origins.get(h["id"], "")})
     where = f" from {', '.join(files)}" if files else ""
-    lines = [f"    query {query_origin} (class {query_class}, not in the gallery); top "
-             f"{len(hits)} of {gallery_size} gallery images{where} "
-             f"({skipped} unreadable skipped):"]
-    for rank, (_, distance, path) in enumerate(hits, 1):
-        name = os.path.basename(path)
-        same = name.startswith(f"class{query_class:03d}_")
-        lines.append(f"    {rank}. {distance:.4f}  {name} (from {origins.get(name, '?')})"
-                     f"{'  <- same class' if same else ''}")
+    itself = ("in the index, its own hit left out" if query.in_index
+              else "not in the index")
+    lines = [f"    query {query.origin} (class {query.class_id}, {itself}); top {len(hits)} "
+             f"of {index_size} indexed images{where}, answered by version {version} "
+             f"({kind} index):"]
+    for rank, hit in enumerate(hits, 1):
+        label = hit["metadata"].get(LABEL_KEY)
+        name = hit["metadata"].get(CLASS_NAME_KEY)
+        cls = "class ?" if label is None else f"class {int(label) + 1}"
+        same = label is not None and int(label) + 1 == query.class_id
+        lines.append(f"    {rank}. {hit['distance']:.4f}  {origins.get(hit['id'], hit['id'])} "
+                     f"({cls}{f', {name}' if name else ''}){'  <- same class' if same else ''}")
     return lines
+
+
+def search_step(search, model_dir: str, served_version: int, query: Query,
+                origins: dict[str, str], k: int = SEARCH_K) -> list[str]:
+    """Step 5: ``query`` through the search service ``search`` (a started ``SearchServer``),
+    against the index pushed with ``served_version``; a line saying why when it cannot."""
+    from search.index import read_manifest
+    from serving.client import ServingError
+    from serving.search_client import SearchClient
+    from serving.search_versions import index_dir
+    directory = index_dir(os.path.join(model_dir, str(served_version)))
+    if not os.path.isdir(directory):
+        return [f"    version {served_version} was pushed without a gallery index "
+                f"(gallery_index.enabled: false): no search"]
+    manifest = read_manifest(directory)
+    # Recall@K's rule: a query in the index is not its own neighbour.
+    ask = min(k + query.in_index, int(manifest["size"]))
+    with open(query.path, "rb") as f:
+        image = f.read()
+    try:
+        with SearchClient(search.grpc_target, search.model_name, timeout_s=60) as client:
+            version, [hits] = client.search_images([image], k=ask)
+    except ServingError as e:
+        return [f"    no search: {e.code.name}: {e.details}"]
+    if version != served_version:
+        why = search.service.version_states().get(served_version, (None, "", ""))[2]
+        return [f"    the search service answered from version {version}, the model server "
+                f"serves {served_version}{f': {why}' if why else ''}: no search shown"]
+    hits = [h for h in hits if h["id"] != query.image_id][:k]
+    return search_lines(query, version, hits, origins, int(manifest["size"]),
+                        manifest["kind"])
 
 
 def run_demo(config_path: str) -> int:
@@ -320,33 +359,39 @@ def _run_demo(cfg: Config, config_path: str, log_path: str, started: float) -> i
     if not newest_numbered_dir(model_dir):
         raise CliError(f"no model has been pushed to {model_dir}: {metrics.get('reason', '?')}")
 
-    print(f"==> 3/5 serving {model_dir} (embedded TF-Serving-compatible server)", flush=True)
+    print(f"==> 3/5 serving {model_dir}: the embedded TF-Serving-compatible server and the "
+          f"search service", flush=True)
     from serving.client import EmbeddingClient
-    from serving.index import build_index
     from serving.model_server import ModelServer
+    from serving.search_server import SearchServer
     from serving.stderr_filter import without_libjpeg_messages
-    # The gallery holds the sample's corrupt images: the index build names them, so
-    # libjpeg's bare lines about them would only clutter the console (as for `cgd serve`).
+    # Corrupt uploads are answered and logged by the server: libjpeg's bare lines about
+    # them would only clutter the console (as for `cgd serve`). The version before the
+    # newest stays loaded, as `cgd serve --search` keeps it: the search answers from it
+    # until the new version's index is loaded (serving/search_service.py).
     with without_libjpeg_messages(), ModelServer(
             cfg.pipeline.serving_dir, cfg.serving.model_name, host="127.0.0.1", grpc_port=0,
-            rest_port=0, poll_seconds=1.0) as server:
-        print(f"    gRPC {server.grpc_target}, REST {server.rest_url}", flush=True)
+            rest_port=0, poll_seconds=1.0, num_versions=2) as server, SearchServer(
+            cfg.pipeline.serving_dir, cfg.serving.model_name, server.grpc_target,
+            host="127.0.0.1", grpc_port=0, rest_port=0, poll_seconds=1.0) as search:
+        print(f"    model server: gRPC {server.grpc_target}, REST {server.rest_url}", flush=True)
+        print(f"    search service: gRPC {search.grpc_target}, REST {search.rest_url}",
+              flush=True)
         with EmbeddingClient(server.grpc_target, cfg.serving.model_name, timeout_s=60) as client:
             status = client.model_status()
-            gallery, queries, origins = gallery_and_queries(cfg, work, splits["eval"])
+            queries, origins = demo_queries(cfg, work, splits["eval"])
             print(f"==> 4/5 gRPC embedding requests for {len(queries)} {cfg.data.dataset} "
                   f"query images", flush=True)
-            embeddings = client.embed_files([path for path, *_ in queries])
-            for (_, class_id, query_origin), e in zip(queries, embeddings):
-                print(f"    {query_origin} (class {class_id}): embedding dim "
+            embeddings = client.embed_files([q.path for q in queries])
+            served = client.last_model_version
+            for query, e in zip(queries, embeddings):
+                print(f"    {query.origin} (class {query.class_id}): embedding dim "
                       f"{e.shape[0]}, norm {float((e ** 2).sum()) ** 0.5:.4f}, "
-                      f"served by version {client.last_model_version}")
-            print(f"==> 5/5 gallery index of {gallery} and a search", flush=True)
-            report = build_index(client, gallery)
-            report.index.save(os.path.join(work, "gallery.index.npz"))
-            hits = report.index.search(embeddings[0], k=8)
-            print("\n".join(search_lines(queries[0], hits, origins, len(report.index),
-                                         len(report.skipped))))
+                      f"served by version {served}")
+        print(f"==> 5/5 a search through the search service, against the gallery index "
+              f"pushed with version {served}", flush=True)
+        print("\n".join(search_step(search, model_dir, served, queries[0], origins)),
+              flush=True)
 
     candidate = metrics.get("candidate", {})
     print("\n==> summary")

@@ -33,11 +33,12 @@ The search service beside it (``cgd search-serve``, or ``cgd serve --search``):
 
 Beside them: ``deploy_config`` (TF Serving's config protos, for ``serving/deploy``),
 ``client`` (gRPC ``EmbeddingClient``), ``index`` (embedding a folder of images for a
-``search.index.GalleryIndex``; the demo's older ``.npz`` gallery), ``standin`` (a model
+``search.index.GalleryIndex``), ``standin`` (a model
 with the trainer's export contract) and ``stderr_filter`` (libjpeg's bare lines off
 ``cgd serve``'s stderr). Of our other packages, serving imports ``core`` and ``search``
-(the gallery index, the catalogue, exact k-NN).
+(the gallery index, the catalogue).
 Who imports serving: ``cli/serving_commands.py`` (``cgd serve/search-serve/embed/index/
-search``) and ``cli/demo.py`` (``client``, ``index``, ``model_server``, ``stderr_filter``).
+search``) and ``cli/demo.py`` (``client``, ``model_server``, ``search_client``,
+``search_server``, ``search_versions``, ``stderr_filter``).
 ``tests/test_architecture.py`` checks this picture against the imports.
 """

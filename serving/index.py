@@ -4,9 +4,6 @@
 and naming the ones the server cannot decode; ``build_gallery_index`` embeds a directory
 into a ``search.index.GalleryIndex`` stamped with the served version's model fingerprint
 (``cgd index build``), which the search service (``serving.search_service``) serves.
-
-``NpzGallery`` and ``build_index`` are the older ``.npz`` file with exact NumPy search,
-superseded by ``search.index``; only ``cli/demo.py``'s step 5 still writes it.
 """
 
 from __future__ import annotations
@@ -15,80 +12,14 @@ import dataclasses
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 
-from search.exact import nearest_neighbours
-
 log = logging.getLogger("cgd.serving.index")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-FORMAT_VERSION = 1
-
-
-@dataclasses.dataclass
-class NpzGallery:
-    """The demo's gallery file: ``embeddings`` float32 [N, D], ``paths``, ``model_name``,
-    ``model_version``, ``dim``, ``created``, ``format_version`` in one ``.npz``, written
-    atomically (temp file, fsync, ``os.replace``); exact top-k with
-    ``search.exact.nearest_neighbours``, ties to the lower row as Recall@K counts."""
-
-    embeddings: np.ndarray  # float32 [N, D]
-    paths: list[str]
-    model_name: str
-    model_version: int
-    created: float = 0.0
-
-    @property
-    def dim(self) -> int:
-        return int(self.embeddings.shape[1])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def save(self, path: str) -> None:
-        """Write atomically: temp file in the target directory, fsync, ``os.replace``."""
-        path = os.path.abspath(path)
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, embeddings=np.asarray(self.embeddings, np.float32),
-                         paths=np.asarray(self.paths, dtype=str),
-                         model_name=np.asarray(self.model_name),
-                         model_version=np.asarray(self.model_version, np.int64),
-                         dim=np.asarray(self.dim, np.int64),
-                         created=np.asarray(self.created or time.time(), np.float64),
-                         format_version=np.asarray(FORMAT_VERSION, np.int64))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    def search(self, query: np.ndarray, k: int = 8) -> list[tuple[int, float, str]]:
-        """Exact top-k of one query [D]: [(rank from 1, Euclidean distance, path)].
-
-        ``k`` above the gallery size returns the whole gallery; ``k <= 0`` nothing.
-        The query itself, if it is in the gallery, is a normal hit (at distance ~0).
-        """
-        query = np.asarray(query, np.float32).reshape(-1)
-        if query.shape[0] != self.dim:
-            raise ValueError(f"query has dimension {query.shape[0]}, the index {self.dim}")
-        k = min(int(k), len(self))
-        if k <= 0:
-            return []
-        # float64: nearest_neighbours expands |q - g|^2 = |q|^2 + |g|^2 - 2 q.g, which in
-        # float32 turns the distance of a near-duplicate into noise (up to ~1e-3 instead of ~0).
-        ids, dists = nearest_neighbours(query[None, :].astype(np.float64),
-                                        self.embeddings.astype(np.float64), k)
-        return [(rank + 1, float(d), self.paths[i]) for rank, (i, d) in enumerate(zip(ids[0], dists[0]))]
 
 
 def find_images(root: str) -> list[str]:
@@ -104,7 +35,7 @@ def find_images(root: str) -> list[str]:
 
 @dataclasses.dataclass
 class BuildReport:
-    index: object                   # NpzGallery (build_index) or search.index.GalleryIndex
+    index: object                   # search.index.GalleryIndex
     skipped: list[tuple[str, str]]  # (path, reason)
     version_dir: str = ""           # build_gallery_index: the version whose model embedded
 
@@ -181,15 +112,6 @@ def _embed_directory(client, image_dir: str, batch_size: int, strict: bool,
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {image_dir}")
     return embed_paths(client, paths, batch_size, strict, progress, where=f" under {image_dir}")
-
-
-def build_index(client, image_dir: str, batch_size: int = 32, strict: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> BuildReport:
-    """The demo's ``NpzGallery`` of every image under ``image_dir`` (``embed_paths``)."""
-    report = _embed_directory(client, image_dir, batch_size, strict, progress)
-    index = NpzGallery(report.embeddings, report.paths, client.model_name,
-                       report.model_version, time.time())
-    return BuildReport(index, report.skipped)
 
 
 def build_gallery_index(client, image_dir: str, model_base_path: str, config,

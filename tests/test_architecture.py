@@ -314,8 +314,8 @@ SERVING_IMPORTS = {
     "search_client": {"client", "search_protocol"},
 }
 # Of our other packages, serving may import core and search, the layer under components
-# (the exact k-NN of search.exact, which the evaluator's metrics use too, in the gallery
-# index only).
+# (search.index's GalleryIndex; search.exact, the evaluator's own exact k-NN, only from
+# serving/index.py should it need it).
 SERVING_OTHER_PACKAGES = tuple(p for p in LAYERS if p != "serving")
 ALLOWED_OTHER = ("core", "core.names", "core.config", "core.errors", "core.stderr_filter")
 
@@ -353,6 +353,17 @@ def test_serving_modules_import_one_way_and_stay_small():
     for name, imported in modules.items():
         assert imported <= SERVING_IMPORTS[name], (name, imported - SERVING_IMPORTS[name])
 
+
+
+def test_shared_names_are_not_spelled_out_in_serving():
+    """Signature and tensor names come from core.names, never as string literals."""
+    from core import names
+    spelled = {names.SERVING_SIGNATURE, names.PIXELS_SIGNATURE, names.IMAGES_INPUT,
+               names.PIXELS_INPUT, names.EMBEDDING_OUTPUT}
+    found = [(path.name, node.lineno, node.value) for _, path, tree in serving_modules()
+             for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and node.value in spelled]
+    assert found == []
 
 # ------------------------------------------------------------------ the slow tier
 
@@ -428,7 +439,11 @@ def test_every_slow_fixture_is_listed_and_every_listed_one_exists():
     from tests.conftest import SLOW_FIXTURES
 
     defined, starting = set(), set()
-    for path in [ROOT / "tests" / "conftest.py", *_test_files()]:
+    # Fixtures live in conftest files, in tests/support/ (shared by test packages) and in
+    # the test files themselves.
+    support = sorted((ROOT / "tests").rglob("conftest.py")) + sorted(
+        (ROOT / "tests" / "support").rglob("*.py"))
+    for path in [*support, *_test_files()]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.FunctionDef) and _is_fixture(node):
                 defined.add(node.name)

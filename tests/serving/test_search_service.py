@@ -21,7 +21,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.serving.test_serving import make_images
+from tests.support.serving import make_images
 from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # model and search servers

@@ -2,13 +2,8 @@
 
 The reference below builds the full N x N distance matrix from explicit
 differences in float64 and ranks every query with a plain loop, breaking
-ties by index. Two kinds of random data:
-
-* "grid" embeddings: values on a 1/4 grid in float32, so every distance is
-  computed exactly by both implementations. Ties are frequent and exact, and
-  duplicated embeddings across classes test the tie rule (lower index first).
-* Gaussian float64 embeddings with duplicated rows (a duplicate keeps its
-  label, like a duplicate image in a dataset).
+ties by index. The data (tests/support/embeddings.py) has exact ties and duplicates.
+search.exact's own nearest_neighbours and topk_sorted are tested in tests/search/test_exact.py.
 """
 
 import json
@@ -20,6 +15,7 @@ from PIL import Image
 from components.recall_evaluator import metrics as M
 from search import exact as S
 from components.recall_evaluator.ranking_picture import picture_size, render_rankings
+from tests.support.embeddings import gaussian_data, grid_data
 
 
 # --------------------------------------------------------------------------
@@ -53,42 +49,6 @@ def brute_force(embeddings, labels, ks=(1, 2, 4, 8)):
         rps.append(sum(rel[:r]) / r)
     valid = len(aps)
     return ({k: hits[k] / valid for k in ks}, float(np.mean(aps)), float(np.mean(rps)), valid)
-
-
-def brute_knn(queries, gallery, k, exclude_self=False):
-    q = np.asarray(queries, dtype=np.float64)
-    g = np.asarray(gallery, dtype=np.float64)
-    idx = np.empty((len(q), k), dtype=np.int64)
-    dist = np.empty((len(q), k))
-    for i in range(len(q)):
-        d = np.sqrt(((g - q[i]) ** 2).sum(axis=1))
-        cols = np.arange(len(g))
-        if exclude_self:
-            cols = cols[cols != i]
-        order = cols[np.lexsort((cols, d[cols]))][:k]
-        idx[i], dist[i] = order, d[order]
-    return idx, dist
-
-
-def grid_data(seed, n=120, dim=6, num_classes=9, dup_frac=0.2):
-    """Exactly-representable float32 embeddings, random class sizes, duplicates."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-4, 5, size=(n, dim)).astype(np.float32) / 4
-    labels = rng.integers(0, num_classes, size=n)
-    dup = rng.choice(n, size=int(dup_frac * n), replace=False)
-    x[dup] = x[rng.integers(0, n, size=dup.size)]  # copies, possibly of another class
-    return x, labels
-
-
-def gaussian_data(seed, n=150, dim=12, num_classes=12, dup_frac=0.1):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((num_classes, dim))
-    labels = rng.integers(0, num_classes, size=n)
-    x = centres[labels] + 0.9 * rng.standard_normal((n, dim))
-    src = rng.choice(n, size=int(dup_frac * n), replace=False)
-    dst = rng.choice(n, size=src.size, replace=False)
-    x[dst], labels[dst] = x[src], labels[src]
-    return x, labels
 
 
 # --------------------------------------------------------------------------
@@ -140,18 +100,6 @@ def test_large_class_sorted_gallery_uses_sampled_threshold():
     assert [out[f"recall@{k}"] for k in ks] == pytest.approx([recall[k] for k in ks], abs=1e-12)
     assert out["map@r"] == pytest.approx(map_r, abs=1e-12)
     assert out["r_precision"] == pytest.approx(rp, abs=1e-12)
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_topk_equals_stable_argsort_with_ties(seed):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(2, 3000))
-    d2 = rng.integers(0, int(rng.integers(1, 50)), size=(5, n)).astype(np.float32)
-    d2[0, rng.integers(0, n)] = np.inf
-    for k in {1, 2, min(n, 9), max(1, n // 3), n - 1, n}:
-        k = max(1, k)
-        expected = np.argsort(d2, axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(M.topk_sorted(d2, k), expected)
 
 
 def test_map_at_r_hand_computed():
@@ -279,46 +227,6 @@ def test_per_query_values_come_from_the_same_single_knn_pass(monkeypatch):
 
 
 # --------------------------------------------------------------------------
-# nearest_neighbours
-# --------------------------------------------------------------------------
-
-def test_nearest_neighbours_matches_brute_force():
-    rng = np.random.default_rng(3)
-    g = rng.standard_normal((70, 9))
-    q = rng.standard_normal((23, 9))
-    idx, dist = S.nearest_neighbours(q, g, 12, block_size=5)
-    ref_idx, ref_dist = brute_knn(q, g, 12)
-    assert idx.dtype == np.int64 and dist.dtype == np.float32
-    assert idx.shape == dist.shape == (23, 12)
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(dist, ref_dist, rtol=1e-5, atol=1e-5)
-
-
-def test_exclude_self_never_returns_the_query():
-    x, _ = grid_data(2, n=80)
-    idx, dist = S.nearest_neighbours(x, x, 79, block_size=9, exclude_self=True)
-    assert not (idx == np.arange(80)[:, None]).any()
-    for i in range(80):  # every other image appears exactly once
-        assert sorted(idx[i]) == [j for j in range(80) if j != i]
-    ref_idx, ref_dist = brute_knn(x, x, 79, exclude_self=True)
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(dist, ref_dist, atol=1e-6)
-    # Without exclude_self each distinct point finds itself first.
-    y = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
-    idx0, dist0 = S.nearest_neighbours(y, y, 1)
-    np.testing.assert_array_equal(idx0[:, 0], np.arange(30))
-    assert np.all(dist0 < 1e-3)
-
-
-def test_exclude_self_keeps_duplicates_and_breaks_ties_by_index():
-    x = np.ones((6, 3), dtype=np.float32)  # six identical embeddings
-    idx, dist = S.nearest_neighbours(x, x, 5, exclude_self=True, block_size=4)
-    for i in range(6):
-        assert list(idx[i]) == [j for j in range(6) if j != i]
-    assert np.all(dist == 0.0)  # safe sqrt: exact zeros, no NaN
-
-
-# --------------------------------------------------------------------------
 # NMI and retrieval_metrics
 # --------------------------------------------------------------------------
 
@@ -392,15 +300,7 @@ def test_invalid_inputs(embeddings, labels, kwargs, message):
         M.retrieval_metrics(embeddings, labels, **kwargs)
 
 
-def test_invalid_nearest_neighbour_arguments():
-    with pytest.raises(ValueError, match="k must be an integer in \\[1, 3\\]"):
-        S.nearest_neighbours(GOOD, GOOD, 4, exclude_self=True)
-    with pytest.raises(ValueError, match="k must be"):
-        S.nearest_neighbours(GOOD, GOOD, 0)
-    with pytest.raises(ValueError, match="dimension"):
-        S.nearest_neighbours(GOOD, np.zeros((4, 3), np.float32), 1)
-    with pytest.raises(ValueError, match="exclude_self"):
-        S.nearest_neighbours(GOOD[:2], GOOD, 1, exclude_self=True)
+def test_recall_at_k_needs_at_least_two_embeddings():
     with pytest.raises(ValueError, match="at least 2"):
         M.recall_at_k(GOOD[:1], [0])
 
