@@ -11,7 +11,8 @@ The server, one job per module; each imports only the ones above it:
     grpc_api          PredictionService, ModelService                   (errors, dataplane, metrics)
     rest_api          /v1/models routes, /monitoring page               (errors, dataplane, model_repository,
                                                                          metrics, rest_codec)
-    model_server      ModelServer: composes the above, owns threads and ports
+    ports             PortsServer: a gRPC and an HTTP port, the poll thread, start/stop (nothing)
+    model_server      ModelServer(PortsServer): composes the above          (+ ports)
 
 The search service beside it (``cgd search-serve``, or ``cgd serve --search``):
 
@@ -28,7 +29,7 @@ The search service beside it (``cgd search-serve``, or ``cgd serve --search``):
                                                                            metrics, model_repository,
                                                                            search_protocol,
                                                                            search_service)
-    search_server     SearchServer: composes the above, threads, ports    (+ model_server's url_host)
+    search_server     SearchServer(PortsServer): composes the above      (+ ports)
     search_client     SearchClient (gRPC)                                 (client, search_protocol)
 
 Beside them: ``deploy_config`` (TF Serving's config protos, for ``serving/deploy``),

@@ -28,18 +28,14 @@ Imports the serving modules above; imported by ``cli.serving_commands``, the dem
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent import futures
-from http.server import ThreadingHTTPServer
-
-import grpc
 
 from serving.batching import Batcher
 from serving.dataplane import DataPlane
 from serving.grpc_api import add_servicers
 from serving.metrics import RequestCounter, prometheus_text
 from serving.model_repository import ModelRepository
+from serving.ports import PortsServer
 from serving.rest_api import make_handler
 
 log = logging.getLogger("cgd.serving")
@@ -47,7 +43,7 @@ log = logging.getLogger("cgd.serving")
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
-class ModelServer:
+class ModelServer(PortsServer):
     """gRPC + REST model server for ``<base_path>/<model_name>/<version>/``.
 
     Args:
@@ -70,87 +66,42 @@ class ModelServer:
                  num_versions: int = 1):
         if not model_name or "/" in model_name:
             raise ValueError(f"model_name must be non-empty without '/': {model_name!r}")
-        if poll_seconds <= 0 or max_request_bytes <= 0 or max_batch_size < 0:
-            raise ValueError("poll_seconds and max_request_bytes must be > 0, max_batch_size >= 0")
+        if max_batch_size < 0:
+            raise ValueError("max_batch_size must be >= 0")
+        # A request waiting for its batch holds a worker thread, so a batch can only fill
+        # if at least max_batch_size requests can wait at once (twice that keeps one filling
+        # while the previous one runs).
+        super().__init__(host, grpc_port, rest_port, poll_seconds, max_request_bytes,
+                         max(int(grpc_workers), 2 * max_batch_size))
         self.repository = ModelRepository(base_path, model_name, num_versions)
         self.batcher = Batcher(max_batch_size, batch_timeout_ms) if max_batch_size > 0 else None
         self.dataplane = DataPlane(self.repository, self.batcher)
         self.requests = RequestCounter()
-        self.host = host
         self.model_name = model_name
-        self.poll_seconds = float(poll_seconds)
-        self.max_request_bytes = int(max_request_bytes)
-        self._requested_ports = (grpc_port, rest_port)
-        # A request waiting for its batch holds a worker thread, so a batch can only fill
-        # if at least max_batch_size requests can wait at once (twice that keeps one filling
-        # while the previous one runs).
-        self._grpc_workers = max(int(grpc_workers), 2 * max_batch_size)
-        self.grpc_port: int | None = None
-        self.rest_port: int | None = None
-        self._grpc_server = None
-        self._http_server = None
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
 
-    @property
-    def grpc_target(self) -> str:
-        return f"{url_host(self.host)}:{self.grpc_port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.rest_port}"
-
-    def start(self) -> "ModelServer":
-        if self._grpc_server is not None:
-            raise RuntimeError("server already started")
-        # Like tensorflow_model_server: load what is there before opening the ports.
-        self.repository.poll()
-        grpc_port, rest_port = self._requested_ports
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self._grpc_workers, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", self.max_request_bytes),
-                     ("grpc.max_send_message_length", -1),
-                     # Without it a second server could bind the same port and share its calls.
-                     ("grpc.so_reuseport", 0)])
+    def _add_servicers(self, server) -> None:
         add_servicers(server, self.dataplane, self.requests)
-        bound = server.add_insecure_port(f"{url_host(self.host)}:{grpc_port}")
-        if bound == 0:
-            raise OSError(f"cannot bind gRPC port {self.host}:{grpc_port}")
-        server.start()
-        self._grpc_server, self.grpc_port = server, bound
-        try:
-            if rest_port is not None:
-                handler = make_handler(self.dataplane, self.requests, self.metrics_text,
-                                       self.max_request_bytes)
-                httpd = ThreadingHTTPServer((self.host, rest_port), handler)
-                httpd.daemon_threads = True
-                self._http_server, self.rest_port = httpd, httpd.server_address[1]
-                self._spawn(httpd.serve_forever, "rest")
-        except Exception:
-            self.stop()
-            raise
-        self._spawn(self._poll_loop, "version-poll")
+
+    def _make_handler(self):
+        return make_handler(self.dataplane, self.requests, self.metrics_text,
+                            self.max_request_bytes)
+
+    def _poll(self) -> None:
+        # At start, like tensorflow_model_server: load what is there before opening the ports.
+        self.repository.poll()
+
+    def _started(self) -> None:
         log.info("serving model %s from %s: gRPC %s%s", self.model_name, self.repository.model_dir,
                  self.grpc_target, f", REST {self.rest_url}" if self.rest_port else "")
-        return self
+
+    def _stopped(self) -> None:
+        log.info("model server for %s stopped", self.model_name)
 
     def metrics_text(self) -> str:
         """The Prometheus page: request counts, the served version, batching counters."""
         return prometheus_text(self.model_name, self.requests.snapshot(),
                                self.repository.served_version(),
                                self.batcher.stats() if self.batcher is not None else None)
-
-    def _spawn(self, target, name):
-        thread = threading.Thread(target=target, name=f"cgd-serving-{name}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _poll_loop(self):
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.repository.poll()
-            except Exception:  # noqa: BLE001 - keep polling; a bad push must not kill the server
-                log.exception("polling %s failed", self.repository.model_dir)
 
     def wait_for_version(self, version: int | None = None, timeout_s: float = 30.0) -> int:
         """Block until ``version`` (or any version) is served; returns the served version."""
@@ -163,29 +114,3 @@ class ModelServer:
                 raise TimeoutError(f"model {self.model_name}: version {version or 'any'} not "
                                    f"loaded within {timeout_s} s")
             time.sleep(0.05)
-
-    def stop(self, grace_s: float = 2.0) -> None:
-        self._stop.set()
-        if self._http_server is not None:
-            self._http_server.shutdown()
-            self._http_server.server_close()
-            self._http_server = None
-        if self._grpc_server is not None:
-            self._grpc_server.stop(grace_s).wait()
-            self._grpc_server = None
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._threads = []
-        log.info("model server for %s stopped", self.model_name)
-
-    def __enter__(self) -> "ModelServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def url_host(host: str) -> str:
-    """``host`` as it goes in a URL or gRPC target: an IPv6 literal needs brackets."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
