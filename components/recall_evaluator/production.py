@@ -2,7 +2,8 @@
 
 TF Serving serves the newest integer version under ``<serving_dir>/<model_name>/``,
 and the Pusher writes ``<unix time>/`` copying ``saved_model.pb`` last, so the
-newest directory holding a ``saved_model.pb`` is exactly what production serves.
+newest directory holding a ``saved_model.pb`` (and, when it carries a gallery index, one
+that matches it) is exactly what production serves.
 The RecallEvaluator compares every candidate with it. Reading it from storage
 instead of an ML Metadata resolver works on every orchestrator: open-source
 Kubeflow Pipelines has no resolver executor, and its metadata is not ours to query.
@@ -19,7 +20,8 @@ import os
 
 import tensorflow as tf
 
-from core.names import CONTRACT_CLASSES_KEY, CONTRACT_FILE
+from core.names import CONTRACT_CLASSES_KEY, CONTRACT_FILE, INDEX_DIR
+from search.index import MANIFEST
 
 SAVED_MODEL_FILE = "saved_model.pb"
 _HASH_CHUNK = 1 << 20
@@ -64,9 +66,36 @@ def newest_served_version(model_base_dir: str) -> ProductionModel | None:
                        if name.rstrip("/").isdigit()), reverse=True)
     for version in versions:
         path = os.path.join(model_base_dir, str(version))
-        if tf.io.gfile.exists(os.path.join(path, SAVED_MODEL_FILE)):
+        if _complete(path):
             return ProductionModel(version, path, saved_model_fingerprint(path))
     return None
+
+
+def _complete(version_dir: str) -> bool:
+    """``saved_model.pb`` is there and, when the version carries a gallery index, whole.
+
+    The Pusher copies ``saved_model.pb`` last but not atomically: a push killed inside it
+    leaves a torn file. A version with an index can tell: the index's manifest (written
+    last, search/index.py) holds the sha256 of the model's ``saved_model.pb``, so a torn
+    model, or an index still being copied, does not become the baseline (the serving
+    side's rule, serving/model_repository.version_complete, checks the same).
+    """
+    model = os.path.join(version_dir, SAVED_MODEL_FILE)
+    if not tf.io.gfile.exists(model):
+        return False
+    index = os.path.join(version_dir, "assets.extra", INDEX_DIR)
+    if not tf.io.gfile.isdir(index):
+        return True
+    try:
+        with tf.io.gfile.GFile(os.path.join(index, MANIFEST)) as f:
+            fingerprint = json.load(f)["model"]["fingerprint"]
+    except (tf.errors.OpError, ValueError, KeyError, TypeError):
+        return False  # no manifest yet, or a torn one: the copy is not finished
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(model, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == fingerprint
 
 
 def seen_classes(saved_model_dir: str) -> frozenset[str] | None:
