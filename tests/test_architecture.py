@@ -373,7 +373,7 @@ def test_shared_names_are_not_spelled_out_in_serving():
 # leaves it out): a process, a pipeline run, a server or stand-in, generated sample archives.
 SLOW_NAMES = {"subprocess", "Popen", "LocalDagRunner", "BeamDagRunner", "make_sample_data",
               "ModelServer", "SearchServer", "KfpApiServer", "KfpEmulator", "VertexApiServer",
-              "GcsEmulator"}
+              "GcsEmulator", "cgd_serve"}
 # Tests (by name: they keep it when their file moves) that name one of them and are
 # fast all the same, with the reason.
 FAST_ALL_THE_SAME = {

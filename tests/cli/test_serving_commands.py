@@ -8,18 +8,12 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from tests.support.paths import REPO_ROOT
-from tests.support.serving import CGD_MAIN, DEPLOY, DIM, MODEL, make_images, write_gallery
+from tests.support.serving import DEPLOY, DIM, MODEL, cgd_serve, make_images, write_gallery
 from tests.support.serving import direct, images, models, server  # noqa: F401 - fixtures
-
-ROOT = REPO_ROOT
 
 
 @pytest.mark.slow
@@ -94,37 +88,19 @@ def idx_query(server, path) -> np.ndarray:
 @pytest.mark.slow
 def test_cgd_serve_command_starts_answers_and_stops(models, tmp_path):
     """`cgd serve` in a subprocess: logs its ports, answers, exits cleanly on SIGTERM."""
-    cmd = [sys.executable, "-c", CGD_MAIN, "serve", "--model-base-path", str(models["base"]),
-           "--model-name", MODEL, "--port", "0", "--rest-port", "0", "--poll-seconds", "1",
-           "--batching-parameters-file", str(DEPLOY / "batching_parameters.txt")]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        lines, rest_port = [], None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"REST http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                rest_port = int(m.group(1))
-            if "serve: ready" in line:
-                break
-        assert rest_port, "".join(lines)
+    with cgd_serve("--model-base-path", str(models["base"]), "--model-name", MODEL, "--port",
+                   "0", "--rest-port", "0", "--poll-seconds", "1", "--batching-parameters-file",
+                   str(DEPLOY / "batching_parameters.txt")) as (proc, lines):
+        ports = [int(m.group(1)) for line in lines
+                 for m in [re.search(r"REST http://127\.0\.0\.1:(\d+)", line)] if m]
+        assert ports, "".join(lines)
         assert "max 32 rows / 5.0 ms" in "".join(lines)
-        conn = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", ports[-1], timeout=30)
         conn.request("GET", f"/v1/models/{MODEL}")
         assert conn.getresponse().status == 200
         conn.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
 
 
 def test_serve_command_rejects_bad_paths(models, tmp_path, capsys):

@@ -21,7 +21,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.support.serving import make_images
+from tests.support.serving import cgd_serve, make_images
 from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # model and search servers
@@ -472,8 +472,6 @@ def test_search_deploy_manifest_pairs_tf_serving_with_the_search_service():
     """serving/deploy/search.yaml: one pod, TF Serving keeping two versions and the search
     service asking it on localhost; its ConfigMap says what the files say; the search
     command is one `cgd` parses."""
-    from pathlib import Path
-
     import yaml
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -523,39 +521,21 @@ def test_cgd_serve_hosts_the_search_when_a_version_carries_an_index(staging, tmp
     search service starts beside the model server and answers; SIGTERM stops both."""
     import re
     import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-    root = REPO_ROOT
     base = tmp_path / "serving"
     build_version(staging, base, 1, seed=1, prefix="a")
-    cmd = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())",
-           "serve", "--model-base-path", str(base), "--model-name", MODEL, "--port", "0",
-           "--rest-port", "-1", "--search-port", "0", "--search-rest-port", "-1"]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(root))
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        lines, target = [], None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and "serve: ready" not in "".join(lines[-1:]):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"search service for model cgd .*: gRPC (127\.0\.0\.1:\d+)", line)
-            target = m.group(1) if m else target
-        assert target and "search on" in lines[-1], "".join(lines)
+    with cgd_serve("--model-base-path", str(base), "--model-name", MODEL, "--port", "0",
+                   "--rest-port", "-1", "--search-port", "0", "--search-rest-port", "-1"
+                   ) as (proc, lines):
+        targets = [m.group(1) for line in lines for m in [re.search(
+            r"search service for model cgd .*: gRPC (127\.0\.0\.1:\d+)", line)] if m]
+        assert targets and "search on" in lines[-1], "".join(lines)
+        target = targets[-1]
         search = type("Search", (), {"grpc_target": target})
         with client(search) as c:
             version, hits = c.search_images(GALLERY[3:4], k=2)
         assert version == 1 and hits[0][0]["id"] == "a3"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_bad_requests_are_refused_with_what_is_wrong(servers):

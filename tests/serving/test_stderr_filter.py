@@ -4,40 +4,24 @@ subprocess, because the filter works on file descriptor 2."""
 from __future__ import annotations
 
 import base64
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.support.paths import REPO_ROOT
-from tests.support.serving import CGD_MAIN, MODEL, rest
-
-ROOT = REPO_ROOT
+from tests.support.serving import MODEL, cgd_serve, rest
 
 
 @pytest.mark.slow
 def test_cgd_serve_logs_a_rejected_jpeg_once_without_libjpegs_bare_lines(models, images):
     """libjpeg prints its errors straight to fd 2 ("Improper call to JPEG library in state
     201"); `cgd serve` drops those and logs one timestamped line per rejected request."""
-    cmd = [sys.executable, "-c", CGD_MAIN, "serve", "--model-base-path", str(models["base"]),
-           "--model-name", MODEL, "--port", "0", "--rest-port", "0"]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        lines, rest_port = [], None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and "serve: ready" not in "".join(lines[-1:]):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"REST http://127\.0\.0\.1:(\d+)", line)
-            rest_port = int(m.group(1)) if m else rest_port
-        assert rest_port, "".join(lines)
+    with cgd_serve("--model-base-path", str(models["base"]), "--model-name", MODEL,
+                   "--port", "0", "--rest-port", "0") as (proc, lines):
+        ports = [int(m.group(1)) for line in lines
+                 for m in [re.search(r"REST http://127\.0\.0\.1:(\d+)", line)] if m]
+        assert ports, "".join(lines)
+        rest_port = ports[-1]
         server = type("Rest", (), {"rest_port": rest_port})
         truncated = images[0][:200]  # a JPEG header cut short: libjpeg's "state 201"
         assert truncated.startswith(b"\xff\xd8")
@@ -51,11 +35,6 @@ def test_cgd_serve_logs_a_rejected_jpeg_once_without_libjpegs_bare_lines(models,
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         lines += proc.stderr.readlines()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     log = "".join(lines)
     assert "JPEG library" not in log and "Corrupt JPEG" not in log, log
     rejected = [l for l in lines if "rejected a request" in l]

@@ -13,11 +13,15 @@ use them too: tests/serving/conftest.py and that file import them by name.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -165,3 +169,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cgd_serve(*args: str, timeout_s: float = 90.0):
+    """`cgd serve ARGS` in a subprocess, its stderr read up to the "serve: ready" line (or
+    its end, or ``timeout_s``): yields (process, the lines read). Killed on the way out
+    if still running; a test that stops it itself asserts the exit code."""
+    cmd = [sys.executable, "-c", CGD_MAIN, "serve", *args]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "serve: ready" in line:
+                break
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
